@@ -1,0 +1,47 @@
+"""
+detpre's additions to Detectron2's config.
+
+``add_detpre_config(cfg)`` adds one ``CN()`` node per concern; every key has a comment above it.
+Method nodes (InsLoc, MoCo-v2, AlignDet, ...) are added by their own ``add_*_config`` functions,
+all called from here, so one call prepares a config for any detpre tool.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_dataset_config(cfg):
+    """
+    Datasets a user registers from a config file or the command line, without writing Python.
+    Each entry is a list of strings; see ``detpre.data.datasets.register_from_config``.
+    """
+    _C = cfg
+    # COCO-format json datasets: ((name, json_file, image_root), ...). Relative paths are taken
+    # under $DETECTRON2_DATASETS.
+    _C.DATASETS.REGISTER_COCO = []
+    # Pascal VOC layout folders: ((name, dirname, split), ...) or ((name, dirname, split,
+    # "cls1,cls2,..."), ...); without class names they are read from the annotations.
+    _C.DATASETS.REGISTER_VOC = []
+    # Plain image folders, unlabeled: ((name, folder), ...); images are found recursively.
+    _C.DATASETS.REGISTER_IMAGE_FOLDER = []
+
+
+def add_finetune_config(cfg):
+    """Keys of the fine-tuning protocol and of ``tools/train_net.py``."""
+    _C = cfg
+    _C.FINETUNE = CN()
+    # Evaluator: "auto" picks COCOEvaluator for COCO-format data and PascalVOCDetectionEvaluator
+    # for VOC-format data (by the dataset's ``evaluator_type`` metadata); "coco" or "voc" force one.
+    _C.FINETUNE.EVALUATOR = "auto"
+    # Skip an image that cannot be read during training (it is logged with its path and counted)
+    # instead of stopping the run. Evaluation never skips: a missing test image is an error.
+    _C.FINETUNE.SKIP_CORRUPT_IMAGES = True
+
+
+def add_detpre_config(cfg):
+    """
+    Add every detpre key to a Detectron2 config, in place.
+
+    Args:
+        cfg (CfgNode): a config from ``detectron2.config.get_cfg()``.
+    """
+    add_dataset_config(cfg)
+    add_finetune_config(cfg)
