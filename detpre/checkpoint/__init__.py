@@ -1,0 +1,14 @@
+from .checkpointer import DetpreCheckpointer, atomic_write
+from .convert import (
+    TARGETS,
+    ConversionReport,
+    convert_torchvision_resnet,
+    find_resnet_prefixes,
+    infer_target,
+    is_torchvision_resnet,
+    to_detectron2_pickle,
+    unwrap_state_dict,
+)
+from .load_report import GROUPS, LoadReportRow, format_load_report, group_of, load_report
+
+__all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -7,6 +7,8 @@ all called from here, so one call prepares a config for any detpre tool.
 """
 from detectron2.config import CfgNode as CN
 
+from .ssl_defaults import add_insloc_config, add_moco_config, add_pixel_aug_config, add_ssl_config
+
 
 def add_dataset_config(cfg):
     """
@@ -45,3 +47,7 @@ def add_detpre_config(cfg):
     """
     add_dataset_config(cfg)
     add_finetune_config(cfg)
+    add_ssl_config(cfg)
+    add_pixel_aug_config(cfg)
+    add_insloc_config(cfg)
+    add_moco_config(cfg)

@@ -1,0 +1,106 @@
+"""
+Config nodes of the label-free pretraining methods: shared SSL keys, InsLoc, MoCo-v2.
+
+Every number the papers fix is a key here, with the paper's value as the default.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_ssl_config(cfg):
+    """Keys shared by every pretraining method (schedule, momentum encoder, queue, export)."""
+    _C = cfg
+    _C.SSL = CN()
+    # Length of pretraining in epochs over the training dataset; SOLVER.MAX_ITER is derived from it
+    # (epochs x images / SOLVER.IMS_PER_BATCH) when positive.
+    _C.SSL.EPOCHS = 200
+    # Linear warm-up length in epochs (converted to SOLVER.WARMUP_ITERS).
+    _C.SSL.WARMUP_EPOCHS = 0.0
+    # The pretext mapper that turns a dataset dict into views (a PRETRAIN_MAPPER_REGISTRY name).
+    _C.SSL.MAPPER = "InsLocCompositionMapper"
+    # Write console / metrics.json / TensorBoard every this many iterations.
+    _C.SSL.LOG_PERIOD = 20
+    # SOLVER.BASE_LR is the learning rate for this total batch; it is scaled linearly with
+    # SOLVER.IMS_PER_BATCH (0.03 at 256 for MoCo-v2 / InsLoc).
+    _C.SSL.REFERENCE_BATCH_SIZE = 256
+    # Number of negatives kept in each queue (K).
+    _C.SSL.QUEUE_SIZE = 65536
+    # Softmax temperature of the InfoNCE loss (T).
+    _C.SSL.TEMPERATURE = 0.2
+    # Momentum of the key encoder update (m); the key encoder starts as a copy of the query one.
+    _C.SSL.MOMENTUM = 0.999
+    # Raise the momentum to 1 by a cosine over training (BYOL-style EMA) instead of keeping it fixed.
+    _C.SSL.MOMENTUM_COSINE = False
+    # Hidden width of the 2-layer MLP projection head.
+    _C.SSL.PROJ_HIDDEN_DIM = 2048
+    # Output width of the projection head (the contrastive embedding).
+    _C.SSL.PROJ_DIM = 128
+    # Shuffle the key batch across ranks before the key encoder (MoCo's shuffle-BN).
+    _C.SSL.SHUFFLE_BN = True
+    # Which copy the fine-tuning checkpoint exports: "online" (query encoder) or "momentum".
+    _C.SSL.EXPORT = "online"
+
+
+def add_pixel_aug_config(cfg):
+    """MoCo-v2 pixel augmentation, applied to every pretraining view."""
+    _C = cfg
+    _C.INPUT.SSL_AUG = CN()
+    # Colour jitter strengths: brightness, contrast, saturation, hue.
+    _C.INPUT.SSL_AUG.COLOR_JITTER = (0.4, 0.4, 0.4, 0.1)
+    # Probability of applying the colour jitter.
+    _C.INPUT.SSL_AUG.COLOR_JITTER_PROB = 0.8
+    # Probability of converting a view to grayscale.
+    _C.INPUT.SSL_AUG.GRAYSCALE_PROB = 0.2
+    # Range of the Gaussian blur sigma, in pixels.
+    _C.INPUT.SSL_AUG.BLUR_SIGMA = (0.1, 2.0)
+    # Probability of the Gaussian blur.
+    _C.INPUT.SSL_AUG.BLUR_PROB = 0.5
+    # Probability of a horizontal flip (boxes are flipped with the image).
+    _C.INPUT.SSL_AUG.FLIP_PROB = 0.5
+
+
+def add_insloc_config(cfg):
+    """InsLoc: Yang et al., "Instance Localization for Self-supervised Detection Pretraining", CVPR 2021."""
+    _C = cfg
+    _C.INSLOC = CN()
+    # Copy-paste composition of a foreground crop onto another image of the dataset. When False
+    # the crop itself is the view and its box covers the whole view (Table 3b ablation).
+    _C.INSLOC.COMPOSITION = True
+    # Area range of each foreground crop, as a fraction of the image.
+    _C.INSLOC.CROP_SCALE = (0.2, 1.0)
+    # Aspect-ratio range of each crop (sampled log-uniformly).
+    _C.INSLOC.CROP_RATIO = (0.5, 2.0)
+    # The crop is rescaled, keeping its aspect ratio, to fit inside (w, h), w and h drawn from
+    # this range of integers (inclusive).
+    _C.INSLOC.PASTE_SIZE_RANGE = (128, 255)
+    # Side of the square each background image is resized to.
+    _C.INSLOC.BACKGROUND_SIZE = 256
+    # Bounding-box augmentation of the query box by a random anchor (the key keeps the true box).
+    _C.INSLOC.BOX_AUG = True
+    # Stride of the anchor grid used by the box augmentation.
+    _C.INSLOC.BOX_AUG_STRIDE = 16
+    # Anchor sizes of the box augmentation.
+    _C.INSLOC.BOX_AUG_SIZES = (32, 64, 128, 256)
+    # Anchor aspect ratios of the box augmentation.
+    _C.INSLOC.BOX_AUG_ASPECT_RATIOS = (0.5, 0.75, 1.0, 1.5, 2.0)
+    # A jittered box is drawn among anchors whose IoU with the true box exceeds this.
+    _C.INSLOC.BOX_AUG_IOU = 0.5
+    # Pool the whole image instead of the pasted box (architectural alignment only, Table 3b).
+    _C.INSLOC.WHOLE_IMAGE_ROI = False
+    # FPN: one contrast (and one queue) per level P2-P5; when False only P5 contrasts.
+    _C.INSLOC.PER_LEVEL_CONTRAST = True
+    # Output side of RoIAlign for the FPN box head (C4 pools 2x this before res5).
+    _C.INSLOC.POOLER_RESOLUTION = 7
+    # Sampling ratio of RoIAlign.
+    _C.INSLOC.POOLER_SAMPLING_RATIO = 0
+
+
+def add_moco_config(cfg):
+    """MoCo-v2: Chen et al., "Improved Baselines with Momentum Contrastive Learning", 2020."""
+    _C = cfg
+    _C.MOCO = CN()
+    # Side of each square random-resized crop.
+    _C.MOCO.CROP_SIZE = 224
+    # Area range of each random-resized crop.
+    _C.MOCO.CROP_SCALE = (0.2, 1.0)
+    # Aspect-ratio range of each crop (sampled log-uniformly).
+    _C.MOCO.CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)

@@ -1,0 +1,63 @@
+"""The fine-tuning trainer of ``tools/train_net.py``."""
+
+import logging
+import os
+import weakref
+
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer
+
+from ..checkpoint import DetpreCheckpointer
+from ..data.mappers.finetune import RobustDatasetMapper
+from ..evaluation import build_evaluator
+
+logger = logging.getLogger(__name__)
+
+
+class FinetuneTrainer(DefaultTrainer):
+    """
+    Detectron2's ``DefaultTrainer`` with what the transfer protocol of self-supervised detection
+    papers needs and nothing on the hot path:
+
+    - the evaluator follows the dataset (COCO json -> COCOEvaluator, VOC layout -> PascalVOC);
+    - ``MODEL.WEIGHTS`` loads through :class:`DetpreCheckpointer` (Detectron2 checkpoints, detpre
+      pretraining outputs, torchvision-style ResNets) and logs one load table per module group;
+      checkpoints are written atomically;
+    - an unreadable training image is skipped and counted (``FINETUNE.SKIP_CORRUPT_IMAGES``).
+    """
+
+    def build_hooks(self):
+        # DefaultTrainer creates its checkpointer inline in __init__, just before it builds the
+        # hooks; swap it here so the PeriodicCheckpointer and resume_or_load use ours.
+        self.checkpointer = self.build_checkpointer(
+            self.cfg, self._trainer.model, trainer=weakref.proxy(self)
+        )
+        return super().build_hooks()
+
+    @classmethod
+    def build_checkpointer(cls, cfg, model, trainer=None):
+        """
+        Args:
+            cfg (CfgNode): the run's config (checkpoints go to OUTPUT_DIR).
+            model (nn.Module): the model, DDP-wrapped or not.
+            trainer: the trainer whose state (iteration, optimizer, scheduler) is saved with it.
+        """
+        return DetpreCheckpointer(model, cfg.OUTPUT_DIR, trainer=trainer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if not cfg.FINETUNE.SKIP_CORRUPT_IMAGES:
+            return super().build_train_loader(cfg)
+        return build_detection_train_loader(cfg, mapper=RobustDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=RobustDatasetMapper(cfg, is_train=False)
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_evaluator(cfg, dataset_name, output_folder)

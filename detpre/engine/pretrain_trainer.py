@@ -1,0 +1,111 @@
+"""The trainer of ``tools/pretrain_net.py``: label-free pretraining on any registered image set."""
+
+import logging
+import math
+import os
+import weakref
+
+from detectron2.data import DatasetCatalog, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, hooks
+from detectron2.utils import comm
+
+from ..checkpoint.export import ExportingCheckpointer, FinetuneExporter
+from ..data.build import build_pretrain_mapper, get_pretrain_dicts
+from .hooks import MomentumScheduleHook
+
+logger = logging.getLogger(__name__)
+
+
+def derive_schedule(cfg, num_images):
+    """
+    Turn the epoch schedule and the reference learning rate into Detectron2's iteration keys.
+
+    ``SOLVER.MAX_ITER = ceil(SSL.EPOCHS * num_images / SOLVER.IMS_PER_BATCH)`` when ``SSL.EPOCHS``
+    is positive, and ``SOLVER.BASE_LR`` scaled by ``IMS_PER_BATCH / SSL.REFERENCE_BATCH_SIZE``.
+    Warm-up and LR steps given in epochs would be scaled too; they are iterations in Detectron2's
+    keys, so configs give ``SSL.WARMUP_EPOCHS`` instead when they need one.
+
+    Args:
+        cfg (CfgNode): the pretraining config (not modified).
+        num_images (int): images in the training set(s).
+
+    Returns:
+        CfgNode: a frozen copy with the derived values.
+    """
+    cfg = cfg.clone()
+    cfg.defrost()
+    batch = cfg.SOLVER.IMS_PER_BATCH
+    iters_per_epoch = max(1, math.ceil(num_images / batch))
+    if cfg.SSL.EPOCHS > 0:
+        cfg.SOLVER.MAX_ITER = int(math.ceil(cfg.SSL.EPOCHS * iters_per_epoch))
+    cfg.SOLVER.BASE_LR = cfg.SOLVER.BASE_LR * batch / cfg.SSL.REFERENCE_BATCH_SIZE
+    cfg.SOLVER.WARMUP_ITERS = int(round(cfg.SSL.WARMUP_EPOCHS * iters_per_epoch))
+    cfg.freeze()
+    return cfg
+
+
+class PretrainTrainer(DefaultTrainer):
+    """
+    Detectron2's ``DefaultTrainer`` for the pretext tasks: the loader runs the method's pretext
+    mapper over an image dataset (labels ignored), the schedule is in epochs, there is no
+    evaluation, the momentum copy follows its schedule, and every checkpoint, written atomically,
+    carries the whole state (online and momentum networks, queues and pointers, optimizer,
+    scheduler, iteration) with a fine-tuning checkpoint exported beside it.
+    """
+
+    def __init__(self, cfg):
+        num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
+        cfg = derive_schedule(cfg, num_images)
+        logger.info(
+            "Pretraining on %d images: %d iterations (%g epochs at %d images), base lr %.4g",
+            num_images,
+            cfg.SOLVER.MAX_ITER,
+            cfg.SSL.EPOCHS,
+            cfg.SOLVER.IMS_PER_BATCH,
+            cfg.SOLVER.BASE_LR,
+        )
+        super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        dicts = get_pretrain_dicts(cfg)
+        return build_detection_train_loader(
+            dataset=dicts,
+            mapper=build_pretrain_mapper(cfg, dicts),
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=False,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+
+    @classmethod
+    def build_checkpointer(cls, cfg, model, trainer=None):
+        """A checkpointer that exports a fine-tuning checkpoint beside every full checkpoint."""
+        exporter = FinetuneExporter(cfg) if comm.is_main_process() else None
+        return ExportingCheckpointer(model, cfg.OUTPUT_DIR, trainer=trainer, exporter=exporter)
+
+    def build_hooks(self):
+        self.checkpointer = self.build_checkpointer(
+            self.cfg, self._trainer.model, trainer=weakref.proxy(self)
+        )
+        ret = [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(),
+            MomentumScheduleHook(),
+        ]
+        if comm.is_main_process():
+            ret.append(
+                hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD)
+            )
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SSL.LOG_PERIOD))
+        return ret
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        raise NotImplementedError(
+            "Pretraining has no evaluation; fine-tune the exported checkpoint with tools/train_net.py"
+        )
+
+    @property
+    def finetune_checkpoint(self):
+        """Path of the last exported fine-tuning checkpoint."""
+        return os.path.join(self.cfg.OUTPUT_DIR, "model_final_d2.pth")

@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""
+Fine-tune and evaluate a Detectron2 detector (Faster / Mask R-CNN, R50-C4 / R50-FPN) from any
+checkpoint: a Detectron2 model, a detpre pretraining output, or a torchvision-style ResNet-50.
+
+    python tools/train_net.py --config-file configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml \
+        MODEL.WEIGHTS output/pretrain/model_final_d2.pth OUTPUT_DIR output/finetune
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/finetune/model_final.pth
+    python tools/train_net.py --num-gpus 8 --config-file ...          # one machine
+    python tools/train_net.py --num-gpus 8 --num-machines 2 --machine-rank 0 \
+        --dist-url tcp://HOST:PORT --config-file ...                 # multi-node, run on each node
+"""
+import logging
+
+import detectron2.utils.comm as comm
+from detectron2.engine import default_argument_parser, launch
+
+from detpre.engine import FinetuneTrainer, setup_cfg
+from detpre.evaluation import write_results_table
+
+logger = logging.getLogger("detpre")
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if args.eval_only:
+        model = FinetuneTrainer.build_model(cfg)
+        checkpointer = FinetuneTrainer.build_checkpointer(cfg, model)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = FinetuneTrainer.test(cfg, model)
+    else:
+        trainer = FinetuneTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+    if comm.is_main_process() and results:
+        table = write_results_table(results, list(cfg.DATASETS.TEST), cfg.OUTPUT_DIR)
+        logger.info("Final results (also in %s/results.{md,csv}):\n%s", cfg.OUTPUT_DIR, table)
+    return results
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
