@@ -34,6 +34,17 @@ class FinetuneTrainer(DefaultTrainer):
         )
         return super().build_hooks()
 
+    def train(self):
+        """
+        Run training, then return the results of the final evaluation (Detectron2's returns them
+        only when TEST.EXPECTED_RESULTS is set).
+
+        Returns:
+            OrderedDict or None: the last evaluation results.
+        """
+        super().train()
+        return getattr(self, "_last_eval_results", None)
+
     @classmethod
     def build_checkpointer(cls, cfg, model, trainer=None):
         """
@@ -42,12 +53,12 @@ class FinetuneTrainer(DefaultTrainer):
             model (nn.Module): the model, DDP-wrapped or not.
             trainer: the trainer whose state (iteration, optimizer, scheduler) is saved with it.
         """
-        return DetpreCheckpointer(model, cfg.OUTPUT_DIR, trainer=trainer)
+        extra = {} if trainer is None else {"trainer": trainer}
+        return DetpreCheckpointer(model, cfg.OUTPUT_DIR, **extra)
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if not cfg.FINETUNE.SKIP_CORRUPT_IMAGES:
-            return super().build_train_loader(cfg)
+        # With FINETUNE.SKIP_CORRUPT_IMAGES False it raises CorruptImageError naming the file.
         return build_detection_train_loader(cfg, mapper=RobustDatasetMapper(cfg, is_train=True))
 
     @classmethod

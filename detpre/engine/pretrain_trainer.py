@@ -81,7 +81,8 @@ class PretrainTrainer(DefaultTrainer):
     def build_checkpointer(cls, cfg, model, trainer=None):
         """A checkpointer that exports a fine-tuning checkpoint beside every full checkpoint."""
         exporter = FinetuneExporter(cfg) if comm.is_main_process() else None
-        return ExportingCheckpointer(model, cfg.OUTPUT_DIR, trainer=trainer, exporter=exporter)
+        extra = {} if trainer is None else {"trainer": trainer}
+        return ExportingCheckpointer(model, cfg.OUTPUT_DIR, exporter=exporter, **extra)
 
     def build_hooks(self):
         self.checkpointer = self.build_checkpointer(

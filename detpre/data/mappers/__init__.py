@@ -1,0 +1,5 @@
+"""Dataset mappers: dataset dicts -> model inputs."""
+
+from .finetune import RobustDatasetMapper
+
+__all__ = ["RobustDatasetMapper"]

@@ -1,0 +1,228 @@
+"""
+InsLoc's copy-paste composition: two crops of the dataset image pasted onto two other images of
+the dataset, the pasted rectangles being the boxes the model pools.
+"""
+
+import random
+
+from detectron2.config import configurable
+from detectron2.data.common import DatasetFromList
+
+from ..build import PRETRAIN_MAPPER_REGISTRY, get_pretrain_dicts
+from ..transforms.crops import resize_image, sample_crop
+from .two_views import TwoViewsMapper, check_range
+
+__all__ = ["InsLocCompositionMapper", "fit_inside", "paste", "sample_position"]
+
+
+def fit_inside(crop_h, crop_w, max_w, max_h):
+    """
+    The largest size of a crop's aspect ratio that fits inside ``max_w`` x ``max_h`` (the crop is
+    enlarged or shrunk; the binding side equals its bound exactly, the other is rounded).
+
+    Args:
+        crop_h, crop_w (int): crop size, both >= 1.
+        max_w, max_h (int): the box to fit in, both >= 1.
+
+    Returns:
+        tuple[int, int]: (new_h, new_w) with ``1 <= new_h <= max_h`` and ``1 <= new_w <= max_w``.
+    """
+    if min(crop_h, crop_w, max_w, max_h) < 1:
+        raise ValueError(
+            f"fit_inside needs positive sizes, got crop {crop_h}x{crop_w} in {max_h}x{max_w}"
+        )
+    if max_w * crop_h <= max_h * crop_w:  # width binds
+        return max(1, min(max_h, round(crop_h * max_w / crop_w))), max_w
+    return max_h, max(1, min(max_w, round(crop_w * max_h / crop_h)))
+
+
+def sample_position(canvas_h, canvas_w, patch_h, patch_w, rng=random):
+    """
+    Uniformly random top-left corner of a patch lying fully inside a canvas.
+
+    Args:
+        canvas_h, canvas_w (int): canvas size.
+        patch_h, patch_w (int): patch size, at most the canvas size.
+        rng: an object with ``randint(a, b)`` (inclusive), e.g. the ``random`` module.
+
+    Returns:
+        tuple[int, int]: (y0, x0) with ``0 <= y0 <= canvas_h - patch_h``, same for x0.
+    """
+    if patch_h > canvas_h or patch_w > canvas_w:
+        raise ValueError(
+            f"A {patch_h}x{patch_w} patch does not fit in a {canvas_h}x{canvas_w} canvas"
+        )
+    return rng.randint(0, canvas_h - patch_h), rng.randint(0, canvas_w - patch_w)
+
+
+def paste(canvas, patch, y0, x0):
+    """
+    Paste a patch into a canvas, in place.
+
+    Args:
+        canvas (np.ndarray): (H, W, C), written in place.
+        patch (np.ndarray): (h, w, C), same dtype; must lie inside the canvas at (y0, x0).
+        y0, x0 (int): top-left corner of the patch in the canvas.
+
+    Returns:
+        list[int]: the pasted rectangle, XYXY in pixels: ``[x0, y0, x0 + w, y0 + h]``.
+    """
+    h, w = patch.shape[:2]
+    if y0 < 0 or x0 < 0 or y0 + h > canvas.shape[0] or x0 + w > canvas.shape[1]:
+        raise ValueError(
+            f"A {h}x{w} patch at (y={y0}, x={x0}) leaves the {canvas.shape[0]}x{canvas.shape[1]} canvas"
+        )
+    canvas[y0 : y0 + h, x0 : x0 + w] = patch
+    return [x0, y0, x0 + w, y0 + h]
+
+
+@PRETRAIN_MAPPER_REGISTRY.register()
+class InsLocCompositionMapper(TwoViewsMapper):
+    """
+    The views of InsLoc (Yang et al., "Instance Localization for Self-supervised Detection
+    Pretraining", CVPR 2021). For each of the query and key views:
+
+    1. a random crop of the dataset image (area ``crop_scale``, log-uniform ratio ``crop_ratio``,
+       torchvision ``RandomResizedCrop`` semantics and fallback);
+    2. rescaled, keeping its aspect ratio, to fit inside (w, h), both drawn uniformly from the
+       integers of ``paste_size_range``;
+    3. pasted at a uniformly random position inside another random image of the dataset (one per
+       view), resized to ``background_size`` squared; the box is the pasted rectangle;
+    4. flipped with its box and pixel-augmented (MoCo-v2), as every two-view mapper.
+
+    With ``composition=False`` (the paper's ablation without composition) the crop itself,
+    resized to ``background_size`` squared, is the view and its box is the whole view; no
+    background is read.
+
+    Each image is decoded once per call: the foreground for both crops, each background once
+    (twice the same background is decoded and resized once). A background that cannot be read is
+    logged, added to ``unreadable_files`` (never drawn again by this mapper) and replaced by
+    another. Backgrounds differ from the foreground unless the dataset has a single image.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        dataset_dicts,
+        composition,
+        crop_scale,
+        crop_ratio,
+        paste_size_range,
+        background_size,
+        image_format,
+        pixel_aug,
+        flip_prob,
+    ):
+        """
+        Args:
+            dataset_dicts (list[dict] or list[str]): the training images (dicts with
+                "file_name", or file names): the pool of backgrounds.
+            composition (bool): paste onto backgrounds (True) or use the crop as the view.
+            crop_scale (tuple[float, float]): crop area range, as a fraction of the image.
+            crop_ratio (tuple[float, float]): crop aspect-ratio range (log-uniform).
+            paste_size_range (tuple[int, int]): inclusive range of the integers w and h the
+                crop is fitted into.
+            background_size (int): side of the square views.
+            image_format, pixel_aug, flip_prob: see :class:`TwoViewsMapper`.
+        """
+        super().__init__(image_format=image_format, pixel_aug=pixel_aug, flip_prob=flip_prob)
+        names = [d["file_name"] if isinstance(d, dict) else d for d in dataset_dicts]
+        if not names:
+            raise ValueError(
+                "InsLocCompositionMapper needs a non-empty dataset for its backgrounds"
+            )
+        # Distinct files, so a file listed twice is no more likely as a background; serialized
+        # as Detectron2 does its dataset lists, so that loader workers do not copy them on read.
+        self.background_files = DatasetFromList(list(dict.fromkeys(names)), copy=False)
+        self.composition = bool(composition)
+        self.crop_scale = check_range("INSLOC.CROP_SCALE", crop_scale, high=1.0)
+        self.crop_ratio = check_range("INSLOC.CROP_RATIO", crop_ratio)
+        if background_size < 1:
+            raise ValueError(f"INSLOC.BACKGROUND_SIZE={background_size} must be positive")
+        self.background_size = int(background_size)
+        if any(int(v) != v for v in paste_size_range):
+            raise ValueError(f"INSLOC.PASTE_SIZE_RANGE={tuple(paste_size_range)} must be integers")
+        self.paste_size_range = check_range(
+            "INSLOC.PASTE_SIZE_RANGE", [int(v) for v in paste_size_range], high=self.background_size
+        )
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True, dataset_dicts=None):
+        if dataset_dicts is None:
+            dataset_dicts = get_pretrain_dicts(cfg)
+        return {
+            "dataset_dicts": dataset_dicts,
+            "composition": cfg.INSLOC.COMPOSITION,
+            "crop_scale": tuple(cfg.INSLOC.CROP_SCALE),
+            "crop_ratio": tuple(cfg.INSLOC.CROP_RATIO),
+            "paste_size_range": tuple(cfg.INSLOC.PASTE_SIZE_RANGE),
+            "background_size": cfg.INSLOC.BACKGROUND_SIZE,
+            **cls._base_config(cfg, is_train),
+        }
+
+    def sample_background_file(self, foreground):
+        """
+        Args:
+            foreground (str): file name of the dataset image being composed.
+
+        Returns:
+            str: a uniformly random dataset file other than ``foreground`` and not known to be
+            unreadable; ``foreground`` itself when no such file is left.
+        """
+        files = self.background_files
+        excluded = self.unreadable_files | {foreground}
+        # Excluded names are dataset files (or a foreground from elsewhere, which only makes
+        # this test conservative): below the count, a candidate is left.
+        if len(excluded) >= len(files):
+            return foreground
+        while True:  # rejection sampling, terminates
+            name = files[random.randrange(len(files))]
+            if name not in excluded:
+                return name
+
+    def _read_background(self, foreground, foreground_image, cache):
+        """A background resized to the view size (from ``cache`` if this call read it already)."""
+        while True:
+            name = self.sample_background_file(foreground)
+            if name in cache:
+                return cache[name]
+            image = foreground_image if name == foreground else self.read(name, skip=False)
+            if image is not None:
+                s = self.background_size
+                cache[name] = resize_image(image, s, s)
+                return cache[name]
+
+    def compose(self, foreground, background):
+        """
+        One composed view, before flip and pixel augmentation.
+
+        Args:
+            foreground (np.ndarray): (H, W, 3) uint8 dataset image.
+            background (np.ndarray or None): (S, S, 3) uint8 resized background, S =
+                ``background_size``; not modified. None when ``composition`` is False.
+
+        Returns:
+            tuple[np.ndarray, list[int]]: the (S, S, 3) view and its XYXY box.
+        """
+        y, x, h, w = sample_crop(*foreground.shape[:2], self.crop_scale, self.crop_ratio)
+        crop = foreground[y : y + h, x : x + w]
+        s = self.background_size
+        if not self.composition:
+            return resize_image(crop, s, s), [0, 0, s, s]
+        lo, hi = self.paste_size_range
+        max_w, max_h = random.randint(lo, hi), random.randint(lo, hi)
+        patch = resize_image(crop, *fit_inside(h, w, max_w, max_h))
+        canvas = background.copy()
+        box = paste(canvas, patch, *sample_position(s, s, *patch.shape[:2]))
+        return canvas, box
+
+    def make_views(self, image, dataset_dict):
+        cache = {}
+        views = []
+        for _ in range(2):
+            background = None
+            if self.composition:
+                background = self._read_background(dataset_dict["file_name"], image, cache)
+            views.append(self.make_view(*self.compose(image, background)))
+        return views

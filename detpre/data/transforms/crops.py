@@ -1,0 +1,102 @@
+"""
+Crop geometry shared by the pretext mappers: random-resized-crop parameters, uint8 resizes and
+horizontal box flips. Pure functions on numbers and arrays; randomness comes from an ``rng``
+argument with Python's ``random`` interface (the module itself by default, which Detectron2's
+data loader seeds in every worker).
+"""
+
+import math
+import random
+
+import cv2
+import numpy as np
+from fvcore.transforms.transform import HFlipTransform
+
+__all__ = ["AREA_INTERPOLATION_FACTOR", "flip_box", "resize_image", "sample_crop"]
+
+# Shrink factor beyond which resize_image averages areas instead of sampling bilinearly.
+AREA_INTERPOLATION_FACTOR = 2.0
+
+
+def sample_crop(height, width, scale, ratio, rng=random):
+    """
+    Random crop of a given area fraction and log-uniform aspect ratio, with the semantics of
+    torchvision's ``RandomResizedCrop.get_params``: up to 10 draws of (area, ratio); the first
+    that fits inside the image is placed uniformly at random. If none fits, the fallback is a
+    central crop of the whole image clamped to the ratio range (the whole image when its own
+    ratio lies inside the range).
+
+    Args:
+        height, width (int): image size, both >= 1.
+        scale (tuple[float, float]): range of the crop area as a fraction of the image area.
+        ratio (tuple[float, float]): range of the crop aspect ratio (width / height), sampled
+            uniformly in log space.
+        rng: an object with ``uniform(a, b)`` and ``randint(a, b)`` (inclusive), e.g. the
+            ``random`` module or a ``random.Random``.
+
+    Returns:
+        tuple[int, int, int, int]: (y, x, h, w): the crop is ``image[y:y + h, x:x + w]``, with
+        ``1 <= h <= height`` and ``1 <= w <= width``.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"Cannot crop an image of size {height}x{width}")
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    # Fallback: central crop, as torchvision.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w = width
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        h = height
+        w = int(round(h * max(ratio)))
+    else:
+        w, h = width, height
+    # Rounding can reach 0 on an extreme sliver; keep at least one pixel.
+    h, w = max(1, min(h, height)), max(1, min(w, width))
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resize_image(image, height, width):
+    """
+    Resize a uint8 image with OpenCV: bilinear, or area averaging when a side shrinks by more
+    than ``AREA_INTERPOLATION_FACTOR`` (where bilinear sampling starts to alias; area averaging
+    is ~8x slower at non-integer factors, so it is kept for those).
+
+    Args:
+        image (np.ndarray): (H, W, C) or (H, W), uint8.
+        height, width (int): output size, both >= 1.
+
+    Returns:
+        np.ndarray: (height, width, C) or (height, width), uint8, C-contiguous.
+    """
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return np.ascontiguousarray(image)
+    factor = max(h / height, w / width)
+    interpolation = cv2.INTER_AREA if factor > AREA_INTERPOLATION_FACTOR else cv2.INTER_LINEAR
+    out = cv2.resize(image, (width, height), interpolation=interpolation)
+    # OpenCV drops a trailing channel axis of size 1.
+    return out.reshape((height, width) + image.shape[2:])
+
+
+def flip_box(boxes, width):
+    """
+    Mirror XYXY boxes of an image of the given width: ``x0' = W - x1``, ``x1' = W - x0``
+    (Detectron2's ``HFlipTransform`` convention: coordinates, not pixel indices).
+
+    Args:
+        boxes (np.ndarray): (N, 4) XYXY absolute coordinates, float.
+        width (int): width of the image the boxes live in.
+
+    Returns:
+        np.ndarray: (N, 4) mirrored boxes, still XYXY with x0 <= x1.
+    """
+    return HFlipTransform(width).apply_box(np.asarray(boxes, dtype=np.float64))

@@ -1,0 +1,150 @@
+"""
+MoCo-v2's pixel augmentation (colour jitter, grayscale, Gaussian blur) on uint8 image tensors.
+"""
+
+import cv2
+import torch
+from detectron2.config import configurable
+from torchvision.transforms import v2
+
+__all__ = ["PixelAugmentation"]
+
+# SimCLR / torchvision convention: the blur kernel spans ~10% of the image side (23 px at 224).
+# Read from INPUT.SSL_AUG.BLUR_KERNEL_FRACTION when the config has it.
+_BLUR_KERNEL_FRACTION = 0.1
+_FORMATS = ("RGB", "BGR")
+
+
+class PixelAugmentation:
+    """
+    The pixel augmentation of MoCo-v2 (Chen et al., "Improved Baselines with Momentum Contrastive
+    Learning", 2020), which InsLoc applies to its composed views too:
+
+    1. colour jitter (brightness, contrast, saturation, hue in a random order) with probability
+       ``color_jitter_prob``;
+    2. grayscale (3 equal channels) with probability ``grayscale_prob``;
+    3. Gaussian blur with sigma ~ U(blur_sigma) with probability ``blur_prob``; the kernel side is
+       ``blur_kernel_fraction`` of the shorter image side, made odd (23 at 224, 25 at 256).
+
+    Colour operations are torchvision ``transforms.v2`` on uint8 tensors, in RGB: a "BGR" image is
+    reordered before and after them. The blur is OpenCV's separable ``GaussianBlur`` (same
+    reflect-101 border as torchvision, ~30x faster on one core). Randomness is torch's global RNG,
+    as torchvision's.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        color_jitter,
+        color_jitter_prob,
+        grayscale_prob,
+        blur_sigma,
+        blur_prob,
+        blur_kernel_fraction=_BLUR_KERNEL_FRACTION,
+        image_format="RGB",
+    ):
+        """
+        Args:
+            color_jitter (tuple[float, float, float, float]): brightness, contrast, saturation,
+                hue strengths (torchvision ``ColorJitter`` semantics).
+            color_jitter_prob (float): probability of the colour jitter.
+            grayscale_prob (float): probability of the grayscale conversion.
+            blur_sigma (tuple[float, float]): range of the blur sigma, in pixels.
+            blur_prob (float): probability of the blur.
+            blur_kernel_fraction (float): blur kernel side as a fraction of the shorter side.
+            image_format (str): channel order of the images, "RGB" or "BGR".
+        """
+        if image_format not in _FORMATS:
+            raise ValueError(
+                f"INPUT.FORMAT={image_format!r}: the pixel augmentation supports {_FORMATS}"
+            )
+        for name, p in (
+            ("COLOR_JITTER_PROB", color_jitter_prob),
+            ("GRAYSCALE_PROB", grayscale_prob),
+            ("BLUR_PROB", blur_prob),
+        ):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"INPUT.SSL_AUG.{name}={p} is not a probability")
+        if len(color_jitter) != 4:
+            raise ValueError(
+                f"INPUT.SSL_AUG.COLOR_JITTER={tuple(color_jitter)}: expected 4 values "
+                "(brightness, contrast, saturation, hue)"
+            )
+        if len(blur_sigma) != 2 or not 0 < blur_sigma[0] <= blur_sigma[1]:
+            raise ValueError(
+                f"INPUT.SSL_AUG.BLUR_SIGMA={tuple(blur_sigma)}: expected 0 < min <= max"
+            )
+        if not 0 < blur_kernel_fraction <= 1:
+            raise ValueError(f"blur_kernel_fraction={blur_kernel_fraction} must lie in (0, 1]")
+        self.color_jitter = v2.ColorJitter(*color_jitter)
+        self.color_jitter_prob = color_jitter_prob
+        self.grayscale_prob = grayscale_prob
+        self.blur_sigma = tuple(blur_sigma)
+        self.blur_prob = blur_prob
+        self.blur_kernel_fraction = blur_kernel_fraction
+        self.image_format = image_format
+
+    @classmethod
+    def from_config(cls, cfg):
+        aug = cfg.INPUT.SSL_AUG
+        return {
+            "color_jitter": tuple(aug.COLOR_JITTER),
+            "color_jitter_prob": aug.COLOR_JITTER_PROB,
+            "grayscale_prob": aug.GRAYSCALE_PROB,
+            "blur_sigma": tuple(aug.BLUR_SIGMA),
+            "blur_prob": aug.BLUR_PROB,
+            "blur_kernel_fraction": aug.get("BLUR_KERNEL_FRACTION", _BLUR_KERNEL_FRACTION),
+            "image_format": cfg.INPUT.FORMAT,
+        }
+
+    def blur_kernel_size(self, height, width):
+        """
+        Args:
+            height, width (int): image size.
+
+        Returns:
+            int: the odd side of the blur kernel for that size.
+        """
+        return int(self.blur_kernel_fraction * min(height, width)) | 1
+
+    def __call__(self, image):
+        """
+        Args:
+            image (Tensor): (3, H, W) uint8, in ``image_format`` channel order.
+
+        Returns:
+            Tensor: (3, H, W) uint8, same channel order (a new tensor when anything applied).
+        """
+        if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(
+                f"PixelAugmentation expects a uint8 (3, H, W) tensor, got {image.dtype} "
+                f"{tuple(image.shape)}"
+            )
+        do_jitter = torch.rand(1).item() < self.color_jitter_prob
+        do_gray = torch.rand(1).item() < self.grayscale_prob
+        if do_jitter or do_gray:
+            bgr = self.image_format == "BGR"
+            if bgr:
+                image = image.flip(0)
+            if do_jitter:
+                image = self.color_jitter(image)
+            if do_gray:
+                image = v2.functional.rgb_to_grayscale(image, num_output_channels=3)
+            if bgr:
+                image = image.flip(0)
+        if torch.rand(1).item() < self.blur_prob:
+            sigma = torch.empty(1).uniform_(*self.blur_sigma).item()
+            image = self._blur(image, sigma)
+        return image
+
+    def _blur(self, image, sigma):
+        k = self.blur_kernel_size(*image.shape[1:])
+        src = image.contiguous()
+        out = torch.empty_like(src)
+        # Channel planes are contiguous (H, W) arrays: OpenCV blurs each in place of ``out``.
+        for c in range(src.shape[0]):
+            cv2.GaussianBlur(
+                src[c].numpy(), (k, k), sigma, dst=out[c].numpy(), borderType=cv2.BORDER_REFLECT_101
+            )
+        return out

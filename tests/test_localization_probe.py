@@ -1,0 +1,182 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+from detectron2.structures.boxes import pairwise_intersection
+
+import detpre  # noqa: F401  registers the bundled datasets
+from detpre.engine import get_detpre_cfg
+from detpre.evaluation.localization_probe import (
+    extract_patch_features,
+    grid_boxes,
+    run_localization_probe,
+    train_linear_probe,
+)
+
+DATASET = "imagenet_sample_unlabeled"
+SIZE = 64
+
+
+def _cfg(repo_root, arch):
+    cfg = get_detpre_cfg()
+    cfg.merge_from_file(
+        os.path.join(repo_root, "configs", "pretrain", f"Base-Pretrain-R50-{arch}.yaml")
+    )
+    # 4 x 4 RoIs instead of 7 x 7 (FPN) / 14 x 14 (C4) keep the RoI heads cheap on CPU
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.RESNETS.NORM",
+            "BN",
+            "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+            4,
+        ]
+    )
+    return cfg
+
+
+@pytest.mark.parametrize("size", [63, 64, 224])
+def test_grid_boxes_tile_the_image(size):
+    boxes = grid_boxes(size)
+    t = boxes.tensor
+    assert t.shape == (9, 4)
+    assert (t >= 0).all() and (t <= size).all()
+    # no overlap: the pairwise intersection areas vanish off the diagonal
+    inter = pairwise_intersection(boxes, boxes)
+    assert torch.allclose(inter - torch.diag(torch.diag(inter)), torch.zeros(9, 9))
+    # areas add up to the image, so with no overlap and all inside, the union is the image
+    assert boxes.area().sum().item() == pytest.approx(size * size)
+    # every point falls in exactly one half-open box, the one of its row-major cell
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(5000, 2, generator=g) * size
+    inside = (
+        (pts[:, None, 0] >= t[None, :, 0])
+        & (pts[:, None, 0] < t[None, :, 2])
+        & (pts[:, None, 1] >= t[None, :, 1])
+        & (pts[:, None, 1] < t[None, :, 3])
+    )
+    assert (inside.sum(dim=1) == 1).all()
+    row, col = (pts[:, 1] * 3 / size).floor().long(), (pts[:, 0] * 3 / size).floor().long()
+    assert torch.equal(inside.float().argmax(dim=1), row * 3 + col)
+
+
+def test_grid_boxes_rejects_tiny_images():
+    with pytest.raises(ValueError, match="2 x 2 image"):
+        grid_boxes(2)
+
+
+def _gaussian_classes(n, dim, num_classes, noise, g):
+    centers = torch.randn(num_classes, dim, generator=g)
+    y = torch.randint(num_classes, (n,), generator=g)
+    return centers[y] + noise * torch.randn(n, dim, generator=g), y
+
+
+def test_probe_learns_linearly_encoded_classes():
+    g = torch.Generator().manual_seed(0)
+    x, y = _gaussian_classes(1800, 16, 9, 0.3, g)
+    out = train_linear_probe(x[:900], y[:900], x[900:], y[900:])
+    assert out["test_acc"] > 0.97 and out["train_acc"] > 0.97
+    # standardisation makes the result invariant to an affine change of the features
+    scaled = train_linear_probe(1e3 * x[:900] + 5, y[:900], 1e3 * x[900:] + 5, y[900:])
+    assert scaled["test_acc"] == pytest.approx(out["test_acc"], abs=2e-3)
+
+
+def test_probe_is_at_chance_on_random_labels():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(4000, 32, generator=g), torch.randint(9, (4000,), generator=g)
+    out = train_linear_probe(x[:2000], y[:2000], x[2000:], y[2000:])
+    # 2000 test samples: the std of the accuracy at chance is ~0.007
+    assert abs(out["test_acc"] - 1 / 9) < 0.035
+    assert 0 <= out["train_acc"] <= 1
+
+
+def test_probe_rejects_mismatched_inputs():
+    with pytest.raises(ValueError, match="same D"):
+        train_linear_probe(torch.zeros(4, 3), torch.zeros(4), torch.zeros(4, 2), torch.zeros(4))
+
+
+def _saved_random_model(cfg, path):
+    torch.manual_seed(0)
+    cfg = cfg.clone()
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    model = build_model(cfg)
+    torch.save({"model": model.state_dict()}, path)
+    return model
+
+
+@pytest.mark.parametrize(
+    "arch,dim,groups",
+    [
+        ("FPN", 1024, ("backbone.bottom_up", "backbone.fpn", "roi_heads.box_head")),
+        ("C4", 2048, ("backbone", "roi_heads.res5")),
+    ],
+)
+def test_run_localization_probe_end_to_end(repo_root, tmp_path, arch, dim, groups):
+    cfg = _cfg(repo_root, arch)
+    weights = str(tmp_path / "random.pth")
+    model = _saved_random_model(cfg, weights)
+    out = run_localization_probe(
+        cfg, weights, DATASET, size=SIZE, batch_size=8, max_images=20, max_iter=50
+    )
+    assert out["feature_dim"] == dim
+    assert 0 <= out["test_acc"] <= 1 and 0 <= out["train_acc"] <= 1
+    assert out["chance"] == pytest.approx(1 / 9)
+    assert (out["num_train_images"], out["num_test_images"]) == (16, 4)
+    report = {row["group"]: row for row in out["load_report"]}
+    for group in groups:
+        assert report[group]["loaded"] == report[group]["model"] > 0
+        assert report[group]["missing"] == report[group]["mismatched"] == 0
+    json.dumps(out)  # what the tool writes
+
+    # the features: one row per patch, grouped by image, and independent of the batching
+    model.eval()
+    dicts = DatasetCatalog.get(DATASET)[:2]
+    feats, labels, image_index = extract_patch_features(model, dicts, SIZE, batch_size=2)
+    assert feats.shape == (18, dim)
+    assert torch.equal(labels, torch.arange(9).repeat(2))
+    assert torch.equal(image_index, torch.arange(2).repeat_interleave(9))
+    one, _, _ = extract_patch_features(model, dicts[1:], SIZE, batch_size=1)
+    assert torch.allclose(one, feats[9:], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(feats[9:], feats[:9])
+
+
+def test_run_localization_probe_bad_input(repo_root, tmp_path):
+    cfg = _cfg(repo_root, "FPN")
+    missing = str(tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        run_localization_probe(cfg, missing, DATASET, size=SIZE, max_images=4)
+    with pytest.raises(ValueError, match="train_fraction"):
+        run_localization_probe(cfg, "", DATASET, size=SIZE, train_fraction=1.0)
+    with pytest.raises(KeyError, match="no_such_dataset"):
+        run_localization_probe(cfg, "", "no_such_dataset", size=SIZE)
+
+
+def test_cli_writes_json(repo_root, tmp_path):
+    output = tmp_path / "probe.json"
+    cmd = [
+        sys.executable,
+        os.path.join(repo_root, "tools", "localization_probe.py"),
+        "--size", str(SIZE),
+        "--max-images", "12",
+        "--train-fraction", "0.75",
+        "--seed", "3",
+        "--output", str(output),
+        "MODEL.RESNETS.NORM", "FrozenBN",
+        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "4",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(output.read_text())
+    assert (result["num_train_images"], result["num_test_images"]) == (9, 3)
+    assert result["feature_dim"] == 1024 and result["seed"] == 3
+    line = (
+        f"localization readout: {100 * result['test_acc']:.1f}% top-1 (chance 11.1%) "
+        f"on 3 test images x 9 patches"
+    )
+    assert line in proc.stdout
