@@ -52,6 +52,9 @@ def add_pixel_aug_config(cfg):
     _C.INPUT.SSL_AUG.GRAYSCALE_PROB = 0.2
     # Range of the Gaussian blur sigma, in pixels.
     _C.INPUT.SSL_AUG.BLUR_SIGMA = (0.1, 2.0)
+    # Gaussian blur kernel side as a fraction of the shorter image side, made odd (SimCLR /
+    # MoCo-v2: 23 px at 224).
+    _C.INPUT.SSL_AUG.BLUR_KERNEL_FRACTION = 0.1
     # Probability of the Gaussian blur.
     _C.INPUT.SSL_AUG.BLUR_PROB = 0.5
     # Probability of a horizontal flip (boxes are flipped with the image).

@@ -1,9 +1,19 @@
 from .build import build_evaluator, evaluator_kind
+from .localization_probe import (
+    extract_patch_features,
+    grid_boxes,
+    run_localization_probe,
+    train_linear_probe,
+)
 from .results_table import flatten_results, format_markdown, write_results_table
 
 __all__ = [
     "build_evaluator",
     "evaluator_kind",
+    "extract_patch_features",
+    "grid_boxes",
+    "run_localization_probe",
+    "train_linear_probe",
     "flatten_results",
     "format_markdown",
     "write_results_table",

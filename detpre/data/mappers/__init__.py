@@ -1,5 +1,7 @@
-"""Dataset mappers: dataset dicts -> model inputs."""
+"""Dataset mappers: dataset dicts -> model inputs. Importing registers the pretext mappers."""
 
 from .finetune import RobustDatasetMapper
+from .insloc_composition import InsLocCompositionMapper
+from .two_views import TwoCropsMapper, TwoViewsMapper
 
-__all__ = ["RobustDatasetMapper"]
+__all__ = ["InsLocCompositionMapper", "RobustDatasetMapper", "TwoCropsMapper", "TwoViewsMapper"]

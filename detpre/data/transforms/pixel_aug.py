@@ -9,8 +9,8 @@ from torchvision.transforms import v2
 
 __all__ = ["PixelAugmentation"]
 
-# SimCLR / torchvision convention: the blur kernel spans ~10% of the image side (23 px at 224).
-# Read from INPUT.SSL_AUG.BLUR_KERNEL_FRACTION when the config has it.
+# SimCLR / torchvision convention: the blur kernel spans ~10% of the image side (23 px at 224);
+# configs set it with INPUT.SSL_AUG.BLUR_KERNEL_FRACTION.
 _BLUR_KERNEL_FRACTION = 0.1
 _FORMATS = ("RGB", "BGR")
 
@@ -94,7 +94,7 @@ class PixelAugmentation:
             "grayscale_prob": aug.GRAYSCALE_PROB,
             "blur_sigma": tuple(aug.BLUR_SIGMA),
             "blur_prob": aug.BLUR_PROB,
-            "blur_kernel_fraction": aug.get("BLUR_KERNEL_FRACTION", _BLUR_KERNEL_FRACTION),
+            "blur_kernel_fraction": aug.BLUR_KERNEL_FRACTION,
             "image_format": cfg.INPUT.FORMAT,
         }
 
