@@ -10,6 +10,7 @@ each and their ratio (FinetuneTrainer / DefaultTrainer; it should stay at or und
     python benchmarks/finetune_overhead.py
     python benchmarks/finetune_overhead.py --config-file configs/finetune/faster_rcnn_R50_C4_cpu_bccd.yaml
 """
+
 import argparse
 import statistics
 import tempfile
@@ -71,7 +72,10 @@ def main():
     register_from_config(cfg)
     DatasetCatalog.get(cfg.DATASETS.TRAIN[0])  # warm the dataset cache out of the timed window
 
-    trainers = {"FinetuneTrainer": build(FinetuneTrainer, cfg, 0), "DefaultTrainer": build(DefaultTrainer, cfg, 0)}
+    trainers = {
+        "FinetuneTrainer": build(FinetuneTrainer, cfg, 0),
+        "DefaultTrainer": build(DefaultTrainer, cfg, 0),
+    }
     step = 0
     for trainer in trainers.values():
         run_block(trainer, step, args.warmup)
@@ -85,7 +89,9 @@ def main():
         step += args.iters
     med = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
-        print(f"{name:16s} median {med[name]:.3f} s/iter over {len(t)} steps (mean {statistics.mean(t):.3f})")
+        print(
+            f"{name:16s} median {med[name]:.3f} s/iter over {len(t)} steps (mean {statistics.mean(t):.3f})"
+        )
     ratio = med["FinetuneTrainer"] / med["DefaultTrainer"]
     print(f"ratio FinetuneTrainer / DefaultTrainer: {ratio:.3f} (target <= 1.03)")
 

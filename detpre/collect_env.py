@@ -4,6 +4,7 @@ Environment report for bug reports: ``python -m detpre.collect_env``.
 Detectron2's own table (Python, torch, torchvision, CUDA, GPUs, whether ``detectron2._C`` is
 built), plus what detpre relies on besides: OpenCV and its selective search, pycocotools, fvcore.
 """
+
 import importlib
 import importlib.metadata
 import os

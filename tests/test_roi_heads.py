@@ -19,7 +19,9 @@ def test_extra_norm_adds_only_res5_norm():
     extra = build_model(_c4_cfg("Res5ROIHeadsExtraNorm")).state_dict()
     added = sorted(set(extra) - set(plain))
     assert set(plain) <= set(extra)
-    assert added == sorted(f"roi_heads.res5.norm.{k}" for k in torch.nn.BatchNorm2d(2048).state_dict())
+    assert added == sorted(
+        f"roi_heads.res5.norm.{k}" for k in torch.nn.BatchNorm2d(2048).state_dict()
+    )
     for k in plain:
         assert plain[k].shape == extra[k].shape
 

@@ -1,4 +1,5 @@
 """End to end: tools/train_net.py fine-tunes a few iterations and evaluates on the bundled data."""
+
 import csv
 import json
 import os
@@ -7,8 +8,8 @@ import subprocess
 import sys
 
 import numpy as np
-import torch
 import pytest
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 

@@ -15,6 +15,7 @@ with a prebuilt ``_C`` extension and a top-level ``tools/`` package). This scrip
 Without ``_C`` only rotated-box ops and the fast COCO evaluator are missing; Detectron2 falls back to
 pycocotools for evaluation. The script uses the standard library only, so it runs before anything else.
 """
+
 import argparse
 import base64
 import hashlib

@@ -11,6 +11,7 @@ Label-free pretraining (InsLoc, MoCo-v2, ...) of a Detectron2 detector's parts.
 Beside every full checkpoint ``model_XXXXXXX.pth`` it writes ``model_XXXXXXX_d2.pth`` with exactly
 Detectron2's keys, for ``tools/train_net.py ... MODEL.WEIGHTS .../model_final_d2.pth``.
 """
+
 from detectron2.engine import default_argument_parser, launch
 
 from detpre.engine import PretrainTrainer, setup_cfg

@@ -10,6 +10,7 @@ checkpoint: a Detectron2 model, a detpre pretraining output, or a torchvision-st
     python tools/train_net.py --num-gpus 8 --num-machines 2 --machine-rank 0 \
         --dist-url tcp://HOST:PORT --config-file ...                 # multi-node, run on each node
 """
+
 import logging
 
 import detectron2.utils.comm as comm

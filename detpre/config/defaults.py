@@ -5,6 +5,7 @@ detpre's additions to Detectron2's config.
 Method nodes (InsLoc, MoCo-v2, AlignDet, ...) are added by their own ``add_*_config`` functions,
 all called from here, so one call prepares a config for any detpre tool.
 """
+
 from detectron2.config import CfgNode as CN
 
 from .ssl_defaults import add_insloc_config, add_moco_config, add_pixel_aug_config, add_ssl_config

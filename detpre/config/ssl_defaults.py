@@ -3,6 +3,7 @@ Config nodes of the label-free pretraining methods: shared SSL keys, InsLoc, MoC
 
 Every number the papers fix is a key here, with the paper's value as the default.
 """
+
 from detectron2.config import CfgNode as CN
 
 

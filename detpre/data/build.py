@@ -1,4 +1,5 @@
 """Data loading for pretraining: any registered dataset as unlabeled images, one pretext mapper."""
+
 import itertools
 import logging
 

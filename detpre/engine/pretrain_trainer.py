@@ -8,6 +8,7 @@ import weakref
 from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
+from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from ..data.build import build_pretrain_mapper, get_pretrain_dicts
@@ -65,6 +66,31 @@ class PretrainTrainer(DefaultTrainer):
             cfg.SOLVER.BASE_LR,
         )
         super().__init__(cfg)
+        model = self._trainer.model
+        if isinstance(model, DistributedDataParallel) and model.module.has_unused_parameters:
+            # DefaultTrainer wraps with Detectron2's defaults; a model that leaves parameters
+            # without gradient (MoCo-v2 on an FPN trunk, InsLoc-FPN with P5 only) needs DDP to
+            # look for them.
+            self._trainer.model = DistributedDataParallel(
+                model.module,
+                device_ids=model.device_ids,
+                broadcast_buffers=False,
+                find_unused_parameters=True,
+            )
+
+    def resume_or_load(self, resume=True):
+        """
+        Resume from OUTPUT_DIR's last checkpoint (online and momentum networks, queues, optimizer,
+        scheduler, iteration), or start from ``MODEL.WEIGHTS``. In the latter case the momentum
+        copy is reset to the loaded online network, as the key encoder starts as a copy of the
+        query encoder.
+        """
+        resuming = resume and self.checkpointer.has_checkpoint()
+        super().resume_or_load(resume=resume)
+        if not resuming and self.cfg.MODEL.WEIGHTS:
+            model = self._trainer.model
+            model = model.module if isinstance(model, DistributedDataParallel) else model
+            model.momentum.reset(model)
 
     @classmethod
     def build_train_loader(cls, cfg):

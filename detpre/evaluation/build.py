@@ -1,4 +1,5 @@
 """Pick the evaluator that matches a dataset's format."""
+
 import logging
 
 from detectron2.data import MetadataCatalog

@@ -1,4 +1,5 @@
 """Final results of a fine-tuning run as a markdown table and a CSV file."""
+
 import csv
 import math
 import os

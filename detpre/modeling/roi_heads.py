@@ -1,4 +1,5 @@
 """ROI heads of the fine-tuning protocol used by self-supervised detection papers."""
+
 from detectron2.layers import get_norm
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 

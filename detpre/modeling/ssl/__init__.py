@@ -1,0 +1,23 @@
+"""Machinery shared by the self-supervised pretraining methods (momentum copies, queues, losses)."""
+
+from .box_jitter import AnchorBoxJitter
+from .heads import MLPProjection
+from .losses import info_nce
+from .momentum import MomentumCopy, build_momentum_copy, cosine_momentum, momentum_update
+from .queue import FeatureQueue, QueueBank
+from .shuffle_bn import batch_shuffle, batch_unshuffle, concat_all_gather
+
+__all__ = [
+    "AnchorBoxJitter",
+    "FeatureQueue",
+    "MLPProjection",
+    "MomentumCopy",
+    "QueueBank",
+    "batch_shuffle",
+    "batch_unshuffle",
+    "build_momentum_copy",
+    "concat_all_gather",
+    "cosine_momentum",
+    "info_nce",
+    "momentum_update",
+]

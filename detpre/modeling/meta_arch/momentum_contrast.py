@@ -1,0 +1,240 @@
+"""
+The momentum-contrast framework shared by the MoCo-style meta-architectures (InsLoc, MoCo-v2).
+"""
+
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling.backbone import FPN
+from detectron2.structures import ImageList
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from ..ssl import (
+    MomentumCopy,
+    QueueBank,
+    batch_shuffle,
+    batch_unshuffle,
+    concat_all_gather,
+    info_nce,
+)
+
+__all__ = ["MomentumContrast"]
+
+
+def _put_scalars(scalars):
+    """Write scalars to the current EventStorage, if one is active."""
+    try:
+        storage = get_event_storage()
+    except (AssertionError, IndexError):
+        return
+    storage.put_scalars(**{k: float(v) for k, v in scalars.items()})
+
+
+class MomentumContrast(nn.Module):
+    """
+    MoCo (He et al., "Momentum Contrast for Unsupervised Visual Representation Learning",
+    CVPR 2020) over a Detectron2 detector trunk. The query encoder is the network handed over
+    (``backbone``, ``roi_heads.*``) plus a projection ``ssl_head``; the key encoder is their
+    momentum copy ``momentum.*``, moved by :meth:`momentum_update` after each optimizer step (the
+    trainer's ``MomentumScheduleHook`` calls it; forward never changes it); keys are
+    computed on a batch shuffled across ranks (shuffle-BN), all-gathered and pushed into one
+    negative queue per embedding level (``queues.<level>``); the loss is InfoNCE per level.
+
+    Subclasses set ``method`` (loss / metric names) and implement :meth:`embed`.
+
+    Input: a list of dicts ``{"views": [query_view, key_view], ...}``, each view
+    ``{"image": (3, H, W) uint8 tensor in INPUT.FORMAT, "boxes": Boxes (1, 4)}`` (boxes only where
+    the method pools them). Training output: a dict of losses; the top-1 contrastive accuracy of
+    every level goes to the EventStorage as ``[metric]<method>/acc[_<level>]``. Eval output: the online
+    embeddings of the first view, ``{level: (N, D)}``, without any state change.
+    """
+
+    method = "moco"
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone,
+        roi_heads,
+        ssl_head,
+        levels,
+        pixel_mean,
+        pixel_std,
+        embed_dim,
+        queue_size,
+        temperature,
+        momentum,
+        shuffle_bn=True,
+        level_suffix=False,
+    ):
+        """
+        Args:
+            backbone (Backbone): the detector backbone (``backbone.*``).
+            roi_heads (nn.Module): the pretrained part of the RoI heads (``roi_heads.*``).
+            ssl_head (nn.Module): the projection head (``ssl_head.*``).
+            levels (list[str]): embedding levels, one queue and one loss each.
+            pixel_mean, pixel_std (list[float]): input normalisation, as in GeneralizedRCNN.
+            embed_dim (int): embedding width (the queues' dim).
+            queue_size (int): K, negatives per queue.
+            temperature (float): T of InfoNCE.
+            momentum (float): the default m of :meth:`momentum_update`.
+            shuffle_bn (bool): shuffle the key batch across ranks around the key encoder.
+            level_suffix (bool): name losses ``loss_<method>_<level>`` instead of ``loss_<method>``.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.roi_heads = roi_heads
+        self.ssl_head = ssl_head
+        self.momentum = MomentumCopy(
+            {"backbone": backbone, "roi_heads": roi_heads, "ssl_head": ssl_head}
+        )
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"SSL.MOMENTUM must be in [0, 1], got {momentum}")
+        self.base_momentum = momentum
+        self.levels = tuple(levels)
+        self.queues = QueueBank(self.levels, queue_size, embed_dim)
+        if temperature <= 0:
+            raise ValueError(f"SSL.TEMPERATURE must be positive, got {temperature}")
+        self.temperature = temperature
+        self.shuffle_bn = shuffle_bn
+        self.level_suffix = level_suffix
+        self.is_fpn = isinstance(backbone, FPN)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if self.pixel_mean.shape != self.pixel_std.shape:
+            raise ValueError(
+                f"MODEL.PIXEL_MEAN {pixel_mean} and MODEL.PIXEL_STD {pixel_std} differ in length"
+            )
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The shared keys; subclasses add ``backbone``, ``roi_heads``, ``ssl_head``, ``levels``."""
+        return {
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "embed_dim": cfg.SSL.PROJ_DIM,
+            "queue_size": cfg.SSL.QUEUE_SIZE,
+            "temperature": cfg.SSL.TEMPERATURE,
+            "momentum": cfg.SSL.MOMENTUM,
+            "shuffle_bn": cfg.SSL.SHUFFLE_BN,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def embed(
+        self, net, images: ImageList, boxes: Optional[torch.Tensor], is_query: bool
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            net (nn.Module): ``self`` (query encoder) or ``self.momentum`` (key encoder); both have
+                ``backbone``, ``roi_heads`` and ``ssl_head``.
+            images (ImageList): normalised, padded batch of N views.
+            boxes (Tensor or None): (N, 4) one XYXY box per view, in its pixels.
+            is_query (bool): whether these are query views (query-only augmentations apply).
+
+        Returns:
+            dict[str, Tensor]: level -> (N, D) L2-normalised embeddings.
+        """
+        raise NotImplementedError
+
+    @property
+    def has_unused_parameters(self):
+        """Whether some online parameters get no gradient (DDP must then look for them)."""
+        return False
+
+    def forward(self, batched_inputs: List[Dict]):
+        query_views, key_views = self._split_views(batched_inputs)
+        if not self.training:
+            images, boxes = self.preprocess(query_views)
+            return self.embed(self, images, boxes, is_query=False)
+
+        images, boxes = self.preprocess(query_views)
+        q = self.embed(self, images, boxes, is_query=True)
+        k = self.encode_keys(*self.preprocess(key_views))
+
+        losses, metrics = {}, {}
+        for level in self.levels:
+            negatives = self.queues[level].queue.clone()
+            loss, acc = info_nce(q[level], k[level], negatives, self.temperature)
+            suffix = f"_{level}" if self.level_suffix else ""
+            losses[f"loss_{self.method}{suffix}"] = loss
+            # "[metric]" makes Detectron2's console printer show it beside the losses.
+            metrics[f"[metric]{self.method}/acc{suffix}"] = acc
+        self.queues.enqueue({level: concat_all_gather(k[level]) for level in self.levels})
+        _put_scalars(metrics)
+        return losses
+
+    @torch.no_grad()
+    def momentum_update(self, momentum=None):
+        """
+        One EMA step of the key encoder (``momentum.*``) towards the query encoder; called by
+        ``MomentumScheduleHook`` after every optimizer step with the scheduled m (fixed
+        SSL.MOMENTUM, or cosine to 1 with SSL.MOMENTUM_COSINE). Buffers are copied.
+
+        Args:
+            momentum (float or None): m; SSL.MOMENTUM when None.
+        """
+        m = self.base_momentum if momentum is None else momentum
+        self.momentum.update(self, m)
+
+    @torch.no_grad()
+    def encode_keys(self, images: ImageList, boxes: Optional[torch.Tensor]):
+        """
+        The key encoder on ``images`` (shuffled across ranks with their boxes and sizes when
+        shuffle-BN is on, outputs unshuffled).
+
+        Returns:
+            dict[str, Tensor]: level -> (N, D) keys, in the order of ``images``.
+        """
+        if not self.shuffle_bn:
+            return self.embed(self.momentum, images, boxes, is_query=False)
+        sizes = torch.as_tensor(images.image_sizes, dtype=torch.long, device=self.device)
+        extras = [sizes] if boxes is None else [sizes, boxes]
+        tensor, extras, idx_unshuffle = batch_shuffle(images.tensor, *extras)
+        shuffled = ImageList(tensor, [(int(h), int(w)) for h, w in extras[0].tolist()])
+        k = self.embed(self.momentum, shuffled, None if boxes is None else extras[1], False)
+        stacked = batch_unshuffle(
+            torch.stack([k[level] for level in self.levels], dim=1), idx_unshuffle
+        )
+        return dict(zip(self.levels, stacked.unbind(dim=1)))
+
+    def preprocess(self, views: List[Dict]):
+        """
+        Normalise, pad and batch the images of one view per input, as GeneralizedRCNN does.
+
+        Returns:
+            tuple[ImageList, Tensor or None]: the batch, and (N, 4) boxes when every view has
+            ``"boxes"`` (None when none has).
+        """
+        images = [v["image"].to(self.device, non_blocking=True) for v in views]
+        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        images = ImageList.from_tensors(
+            images,
+            self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
+        )
+        with_boxes = ["boxes" in v for v in views]
+        if not any(with_boxes):
+            return images, None
+        if not all(with_boxes):
+            raise ValueError("Some views have 'boxes' and some do not")
+        for v in views:
+            if len(v["boxes"]) != 1:
+                raise ValueError(f"Each view must carry exactly one box, got {len(v['boxes'])}")
+        boxes = torch.cat([v["boxes"].tensor for v in views]).to(self.device, torch.float32)
+        return images, boxes
+
+    @staticmethod
+    def _split_views(batched_inputs):
+        for i, x in enumerate(batched_inputs):
+            if "views" not in x or len(x["views"]) != 2:
+                raise ValueError(
+                    f"Input {i} must have 'views': [query_view, key_view] (keys {sorted(x)}); "
+                    "check SSL.MAPPER"
+                )
+        return [x["views"][0] for x in batched_inputs], [x["views"][1] for x in batched_inputs]

@@ -1,0 +1,273 @@
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes
+from detectron2.utils.events import EventStorage
+from torch import nn
+
+from detpre.config import add_detpre_config
+from detpre.engine.hooks import MomentumScheduleHook
+from detpre.modeling.meta_arch import InsLoc
+
+PRETRAIN_ONLY = ("momentum.", "queues.", "ssl_head.")
+FPN_LEVELS = ["p2", "p3", "p4", "p5"]
+
+
+def _run_momentum_hook(model, cfg, iteration, max_iter):
+    """What the pretraining trainer does after an optimizer step."""
+    hook = MomentumScheduleHook()
+    hook.trainer = SimpleNamespace(
+        cfg=cfg, model=model, iter=iteration, max_iter=max_iter, storage=EventStorage()
+    )
+    hook.before_train()
+    hook.after_step()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
+    num = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num)
+
+
+def _cfg(repo_root, name, **insloc):
+    cfg = get_cfg()
+    add_detpre_config(cfg)
+    cfg.merge_from_file(os.path.join(repo_root, "configs", name))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.SSL.QUEUE_SIZE = 7
+    cfg.SSL.MOMENTUM = 0.9
+    for k, v in insloc.items():
+        setattr(cfg.INSLOC, k, v)
+    return cfg
+
+
+def _fpn(repo_root, **kw):
+    return _cfg(repo_root, "pretrain/insloc_R50_FPN_200ep_imagenet.yaml", **kw)
+
+
+def _c4(repo_root, **kw):
+    return _cfg(repo_root, "pretrain/insloc_R50_C4_200ep_imagenet.yaml", **kw)
+
+
+def _view(gen, size=(64, 64), box=None):
+    h, w = size
+    if box is None:
+        x0, y0 = torch.randint(0, w // 2, (1,), generator=gen).item(), 4
+        box = [x0, y0, x0 + w // 3, y0 + h // 2]
+    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+    return {"image": image, "boxes": Boxes(torch.tensor([box], dtype=torch.float32))}
+
+
+def _batch(seed, n=2):
+    gen = torch.Generator().manual_seed(seed)
+    return [{"views": [_view(gen), _view(gen)]} for _ in range(n)]
+
+
+def _assert_invariant(model, d2_model, covered):
+    """Handed-over tensors have Detectron2's names and shapes and cover ``covered`` prefixes."""
+    ours = model.state_dict()
+    theirs = d2_model.state_dict()
+    handed = {k: v for k, v in ours.items() if not k.startswith(PRETRAIN_ONLY)}
+    assert handed
+    for k, v in handed.items():
+        assert k in theirs, k
+        assert theirs[k].shape == v.shape, k
+        assert ours["momentum." + k].shape == v.shape, k
+    uncovered = [k for k in theirs if k.startswith(covered) and k not in handed]
+    return uncovered
+
+
+def _d2(cfg, **model):
+    cfg = cfg.clone()
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    cfg.MODEL.DEVICE = "cpu"
+    for k, v in model.items():
+        setattr(cfg.MODEL, k, v)
+    return build_model(cfg)
+
+
+def test_c4_names_match_faster_rcnn(repo_root):
+    cfg = _c4(repo_root)
+    model = build_model(cfg)
+    assert isinstance(model, InsLoc)
+    # Faster R-CNN R50-C4 with Res5ROIHeads, from the same MODEL.* keys
+    assert _assert_invariant(model, _d2(cfg), ("backbone.", "roi_heads.res5.")) == []
+    # the fine-tuning protocol's head adds only its extra norm, initialised by fine-tuning
+    ft = get_cfg()
+    add_detpre_config(ft)
+    ft.merge_from_file(os.path.join(repo_root, "configs/finetune/Base-RCNN-C4-SyncBN.yaml"))
+    uncovered = _assert_invariant(model, _d2(ft), ("backbone.", "roi_heads.res5."))
+    assert uncovered and all(k.startswith("roi_heads.res5.norm.") for k in uncovered)
+    assert set(model.queues.keys()) == {"res5"}
+
+
+def test_fpn_names_match_mask_rcnn(repo_root):
+    model = build_model(_fpn(repo_root))
+    ft = get_cfg()
+    add_detpre_config(ft)
+    ft.merge_from_file(os.path.join(repo_root, "configs/finetune/Base-RCNN-FPN-SyncBN.yaml"))
+    ft.MODEL.MASK_ON = True
+    d2 = _d2(ft)
+    assert type(d2.roi_heads.box_head).__name__ == "FastRCNNConvFCHead"
+    assert _assert_invariant(model, d2, ("backbone.", "roi_heads.box_head.")) == []
+    keys = set(model.state_dict())
+    assert {f"queues.{lvl}.{b}" for lvl in FPN_LEVELS for b in ("queue", "ptr")} <= keys
+    assert {k.split(".")[0] for k in keys} == {
+        "backbone",
+        "roi_heads",
+        "momentum",
+        "queues",
+        "ssl_head",
+    }
+
+
+@pytest.mark.parametrize("arch", ["C4", "FPN"])
+def test_train_step(repo_root, arch):
+    cfg = _fpn(repo_root) if arch == "FPN" else _c4(repo_root)
+    model = build_model(cfg).train()
+    names = [f"loss_insloc_{lvl}" for lvl in FPN_LEVELS] if arch == "FPN" else ["loss_insloc"]
+    levels = FPN_LEVELS if arch == "FPN" else ["res5"]
+    # the key encoder starts as a copy of the query encoder
+    params = dict(model.named_parameters())
+    for k, p in params.items():
+        if k.startswith("momentum."):
+            assert torch.equal(p, params[k[len("momentum.") :]])
+
+    batch = _batch(0)
+    with EventStorage() as storage:
+        losses = model(batch)
+    assert sorted(losses) == sorted(names)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    for k, p in model.named_parameters():
+        if k.startswith("momentum."):
+            assert p.grad is None and not p.requires_grad, k
+        else:
+            assert p.grad is not None, k
+    assert any(params[k].grad.abs().sum() > 0 for k in params if k.startswith("roi_heads."))
+    acc = storage.latest()
+    for lvl in levels:
+        tag = f"[metric]insloc/acc_{lvl}" if arch == "FPN" else "[metric]insloc/acc"
+        assert 0.0 <= acc[tag][0] <= 1.0
+        assert int(model.queues[lvl].ptr) == 2
+    # the queue holds the keys of the key views (gathered over 1 process)
+    keys = model.encode_keys(*model.preprocess([x["views"][1] for x in batch]))
+    for lvl in levels:
+        assert torch.allclose(model.queues[lvl].queue[:2], keys[lvl], atol=1e-5)
+
+    # forward never moves the key encoder; an optimizer step, then the trainer's momentum hook
+    # moves it by the EMA rule, m = SSL.MOMENTUM
+    before = {k: p.detach().clone() for k, p in params.items() if k.startswith("momentum.")}
+    assert all(torch.equal(p, params[k[len("momentum.") :]]) for k, p in before.items())
+    with torch.no_grad():
+        for k, p in params.items():
+            if p.grad is not None:
+                p -= 0.5 * p.grad
+    online = {k: p.detach().clone() for k, p in params.items() if not k.startswith("momentum.")}
+    _run_momentum_hook(model, cfg, iteration=0, max_iter=10)
+    moved = 0
+    for k, p in before.items():
+        expected = 0.9 * p + 0.1 * online[k[len("momentum.") :]]
+        assert torch.allclose(params[k], expected, rtol=1e-5, atol=1e-6), k
+        moved += int(not torch.equal(params[k], p))
+    assert moved > 0
+    model.zero_grad()
+    model(_batch(1))
+    for lvl in levels:
+        assert int(model.queues[lvl].ptr) == 4
+
+
+class _Shift(nn.Module):
+    """A stand-in box augmentation: every box moved by one pixel."""
+
+    def forward(self, boxes, image_sizes):
+        return [Boxes(b.tensor + 1.0) for b in boxes]
+
+
+def _record_pooled_boxes(model):
+    calls = []
+    for level, pooler in model.poolers.items():
+        pooler.register_forward_pre_hook(
+            lambda mod, args, level=level: calls.append(
+                (level, torch.cat([b.tensor for b in args[1]]))
+            )
+        )
+    return calls
+
+
+@pytest.mark.parametrize("arch", ["C4", "FPN"])
+def test_box_augmentation_on_query_only(repo_root, arch):
+    cfg = _fpn(repo_root) if arch == "FPN" else _c4(repo_root)
+    cfg.SSL.SHUFFLE_BN = False
+    model = build_model(cfg).train()
+    model.box_jitter = _Shift()
+    calls = _record_pooled_boxes(model)
+    batch = _batch(2)
+    with torch.no_grad():
+        model(batch)
+    levels = FPN_LEVELS if arch == "FPN" else ["res5"]
+    assert [lvl for lvl, _ in calls] == levels * 2
+    q_true = torch.cat([x["views"][0]["boxes"].tensor for x in batch])
+    k_true = torch.cat([x["views"][1]["boxes"].tensor for x in batch])
+    for i, (level, boxes) in enumerate(calls):
+        if i >= len(levels):  # key encoder: always the true boxes
+            assert torch.equal(boxes, k_true)
+        elif level == levels[-1]:  # query: augmented on the coarsest level only
+            assert torch.equal(boxes, q_true + 1.0)
+        else:
+            assert torch.equal(boxes, q_true)
+
+
+def test_box_augmentation_built_from_config(repo_root):
+    assert build_model(_c4(repo_root)).box_jitter is not None
+    assert build_model(_c4(repo_root, BOX_AUG=False)).box_jitter is None
+
+
+def test_whole_image_roi_and_p5_only(repo_root):
+    cfg = _fpn(repo_root, WHOLE_IMAGE_ROI=True, BOX_AUG=False, PER_LEVEL_CONTRAST=False)
+    model = build_model(cfg).train()
+    assert set(model.queues.keys()) == {"p5"}
+    calls = _record_pooled_boxes(model)
+    gen = torch.Generator().manual_seed(3)
+    views = [_view(gen, (64, 64)), _view(gen, (64, 96)), _view(gen, (64, 96)), _view(gen, (64, 64))]
+    for v in views:
+        del v["boxes"]  # not needed when the whole view is pooled
+    batch = [{"views": views[:2]}, {"views": views[2:]}]
+    losses = model(batch)
+    assert list(losses) == ["loss_insloc_p5"]
+    assert [lvl for lvl, _ in calls] == ["p5", "p5"]
+    q_boxes, k_boxes = calls[0][1], calls[1][1]
+    assert q_boxes.tolist() == [[0, 0, 64, 64], [0, 0, 96, 64]]
+    # keys were shuffled (1 process: a local permutation) with their sizes
+    assert sorted(k_boxes.tolist()) == sorted([[0, 0, 96, 64], [0, 0, 64, 64]])
+
+
+def test_eval_returns_embeddings_without_state_change(repo_root):
+    model = build_model(_c4(repo_root)).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        out = model(_batch(4, n=3))
+    assert set(out) == {"res5"} and out["res5"].shape == (3, 128)
+    assert torch.allclose(out["res5"].norm(dim=1), torch.ones(3), atol=1e-5)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_bad_inputs_and_config(repo_root):
+    model = build_model(_c4(repo_root)).train()
+    with pytest.raises(ValueError, match="views"):
+        model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])
+    batch = _batch(5)
+    del batch[0]["views"][0]["boxes"]
+    with pytest.raises(ValueError, match="boxes"):
+        model(batch)
+    with pytest.raises(ValueError, match="INSLOC.POOLER_RESOLUTION"):
+        build_model(_fpn(repo_root, POOLER_RESOLUTION=5))

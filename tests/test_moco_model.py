@@ -1,0 +1,154 @@
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from detpre.config import add_detpre_config
+from detpre.engine.hooks import MomentumScheduleHook
+from detpre.modeling.meta_arch import MoCoV2
+
+PRETRAIN_ONLY = ("momentum.", "queues.", "ssl_head.")
+
+
+def _run_momentum_hook(model, cfg, iteration, max_iter):
+    """What the pretraining trainer does after an optimizer step."""
+    hook = MomentumScheduleHook()
+    hook.trainer = SimpleNamespace(
+        cfg=cfg, model=model, iter=iteration, max_iter=max_iter, storage=EventStorage()
+    )
+    hook.before_train()
+    hook.after_step()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
+    num = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num)
+
+
+def _cfg(repo_root, arch):
+    cfg = get_cfg()
+    add_detpre_config(cfg)
+    cfg.merge_from_file(
+        os.path.join(repo_root, f"configs/pretrain/moco_v2_R50_{arch}_200ep_imagenet.yaml")
+    )
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.SSL.QUEUE_SIZE = 5
+    cfg.SSL.MOMENTUM = 0.8
+    return cfg
+
+
+def _finetune_model(repo_root, arch):
+    cfg = get_cfg()
+    add_detpre_config(cfg)
+    cfg.merge_from_file(os.path.join(repo_root, f"configs/finetune/Base-RCNN-{arch}-SyncBN.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    if arch == "C4":
+        cfg.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"  # Faster R-CNN R50-C4
+    else:
+        cfg.MODEL.MASK_ON = True  # Mask R-CNN R50-FPN, 4conv1fc box head with SyncBN
+    return build_model(cfg)
+
+
+def _batch(seed, n=2):
+    gen = torch.Generator().manual_seed(seed)
+    image = lambda: torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen)  # noqa
+    return [{"views": [{"image": image()}, {"image": image()}]} for _ in range(n)]
+
+
+@pytest.mark.parametrize("arch", ["C4", "FPN"])
+def test_names_match_detectron2(repo_root, arch):
+    model = build_model(_cfg(repo_root, arch))
+    assert isinstance(model, MoCoV2)
+    ours = model.state_dict()
+    theirs = _finetune_model(repo_root, arch).state_dict()
+    handed = {k: v for k, v in ours.items() if not k.startswith(PRETRAIN_ONLY)}
+    for k, v in handed.items():
+        assert k in theirs and theirs[k].shape == v.shape, k
+        assert ours["momentum." + k].shape == v.shape, k
+    covered = ("backbone.", "roi_heads.res5.") if arch == "C4" else ("backbone.",)
+    assert [k for k in theirs if k.startswith(covered) and k not in handed] == []
+    if arch == "FPN":  # no RoI head is pretrained: fine-tuning initialises it
+        assert not any(k.startswith("roi_heads.") for k in ours)
+    assert set(model.queues.keys()) == {"res5"}
+    assert model.ssl_head.fc1.in_features == 2048
+
+
+@pytest.mark.parametrize("arch", ["C4", "FPN"])
+def test_train_step(repo_root, arch):
+    cfg = _cfg(repo_root, arch)
+    model = build_model(cfg).train()
+    params = dict(model.named_parameters())
+    batch = _batch(0)
+    with EventStorage() as storage:
+        losses = model(batch)
+    assert list(losses) == ["loss_moco"]
+    assert torch.isfinite(losses["loss_moco"])
+    losses["loss_moco"].backward()
+    for k, p in params.items():
+        if k.startswith("momentum."):
+            assert p.grad is None and not p.requires_grad, k
+        elif arch == "FPN" and k.startswith("backbone.fpn_"):
+            assert p.grad is None, k  # MoCo-v2 on FPN pools the bottom-up res5
+        else:
+            assert p.grad is not None, k
+    if arch == "C4":
+        assert params["roi_heads.res5.2.conv3.weight"].grad.abs().sum() > 0
+    assert 0.0 <= storage.latest()["[metric]moco/acc"][0] <= 1.0
+    assert int(model.queues["res5"].ptr) == 2
+    keys = model.encode_keys(*model.preprocess([x["views"][1] for x in batch]))
+    assert torch.allclose(model.queues["res5"].queue[:2], keys["res5"], atol=1e-5)
+
+    # forward never moves the key encoder; after an optimizer step the trainer's momentum hook
+    # moves it by the EMA rule, m = SSL.MOMENTUM
+    before = {k: p.detach().clone() for k, p in params.items() if k.startswith("momentum.")}
+    assert all(torch.equal(p, params[k[len("momentum.") :]]) for k, p in before.items())
+    with torch.no_grad():
+        for p in params.values():
+            if p.grad is not None:
+                p -= 0.5 * p.grad
+    online = {k: p.detach().clone() for k, p in params.items() if not k.startswith("momentum.")}
+    _run_momentum_hook(model, cfg, iteration=0, max_iter=10)
+    for k, p in before.items():
+        expected = 0.8 * p + 0.2 * online[k[len("momentum.") :]]
+        assert torch.allclose(params[k], expected, rtol=1e-5, atol=1e-6), k
+    model(_batch(1, n=2))
+    assert int(model.queues["res5"].ptr) == 4
+    model(_batch(2, n=2))
+    assert int(model.queues["res5"].ptr) == 6 % 5  # wraps around K = 5
+
+
+def test_cosine_momentum_reaches_one(repo_root):
+    cfg = _cfg(repo_root, "C4")
+    cfg.SSL.MOMENTUM_COSINE = True
+    model = build_model(cfg)
+    frozen = {k: v.clone() for k, v in model.momentum.named_parameters()}
+    with torch.no_grad():
+        for k, p in model.named_parameters():
+            if not k.startswith("momentum."):
+                p.add_(1.0)
+    # at the last iteration the cosine schedule gives m = 1: the key encoder stays put
+    _run_momentum_hook(model, cfg, iteration=10, max_iter=10)
+    for k, v in model.momentum.named_parameters():
+        assert torch.equal(v, frozen[k]), k
+    # an explicit m = 0 copies the query encoder
+    model.momentum_update(0.0)
+    for k, v in model.momentum.named_parameters():
+        assert torch.equal(v, model.get_parameter(k)), k
+
+
+def test_bad_inputs(repo_root):
+    model = build_model(_cfg(repo_root, "C4")).train()
+    with pytest.raises(ValueError, match="views"):
+        model([{"views": [{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}]}])
+    cfg = _cfg(repo_root, "C4")
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4"]
+    with pytest.raises(ValueError, match="OUT_FEATURES"):
+        build_model(cfg)

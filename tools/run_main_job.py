@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""
+detpre's main job on the bundled data (what ``make demo`` runs):
+
+1. pretrain R50-FPN without labels on ``imagenet_sample_unlabeled`` with InsLoc and with MoCo-v2,
+   on the same budget (same images, batch and epochs);
+2. read out each pretrained network's localization (InsLoc's 3x3-patch linear probe);
+3. fine-tune Mask R-CNN R50-FPN on ``coco_tiny_train`` from each, and from random initialisation,
+   with the same schedule, and evaluate on ``coco_tiny_val`` (COCO bbox and segm AP, pycocotools);
+4. print one table and write it to ``OUTPUT/results.md`` and ``results.csv``.
+
+Every stage is the real command-line tool in a subprocess; a stage whose output exists is skipped
+and an interrupted one resumes from its last checkpoint, so rerunning continues where it stopped.
+
+    python tools/run_main_job.py                      # everything, a few tens of minutes on 2 cores
+    python tools/run_main_job.py --methods random insloc --finetune-opts SOLVER.MAX_ITER 20
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+
+from detpre.evaluation import format_markdown
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FINETUNE_CONFIG = "configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml"
+PROBE_CONFIG = "configs/pretrain/Base-Pretrain-R50-FPN.yaml"
+# name -> (label in the table, pretraining config or None for random initialisation)
+METHODS = OrderedDict(
+    [
+        ("random", ("random init", None)),
+        ("moco_v2", ("MoCo-v2", "configs/pretrain/moco_v2_R50_FPN_cpu_imagenet_sample.yaml")),
+        ("insloc", ("InsLoc", "configs/pretrain/insloc_R50_FPN_cpu_imagenet_sample.yaml")),
+    ]
+)
+
+
+def run(cmd):
+    print("+ " + " ".join(cmd), flush=True)
+    subprocess.run([sys.executable] + cmd, cwd=REPO, check=True)
+
+
+def pretrain(config, out_dir, opts):
+    weights = os.path.join(out_dir, "model_final_d2.pth")
+    if not os.path.exists(weights):
+        cmd = ["tools/pretrain_net.py", "--config-file", config, "--resume"]
+        run(cmd + ["OUTPUT_DIR", out_dir] + opts)
+    return weights
+
+
+def probe(weights, out_file, dataset, opts):
+    if not os.path.exists(out_file):
+        cmd = ["tools/localization_probe.py", "--config-file", PROBE_CONFIG, "--weights", weights]
+        cmd += ["--dataset", dataset, "--output", out_file, "MODEL.DEVICE", "cpu"] + opts
+        run(cmd)
+    with open(out_file) as f:
+        return json.load(f)
+
+
+def finetune(weights, out_dir, opts):
+    results = os.path.join(out_dir, "results.csv")
+    if not os.path.exists(results):
+        cmd = ["tools/train_net.py", "--config-file", FINETUNE_CONFIG, "--resume"]
+        run(cmd + ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir] + opts)
+    with open(results) as f:
+        return {row["task"]: row for row in csv.DictReader(f)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--output-dir", default="output/main_job")
+    parser.add_argument("--probe-dataset", default="coco_tiny_val")
+    parser.add_argument("--pretrain-opts", nargs="*", default=[], help="KEY VALUE overrides")
+    parser.add_argument("--finetune-opts", nargs="*", default=[], help="KEY VALUE overrides")
+    parser.add_argument("--probe-opts", nargs="*", default=[], help="probe options")
+    args = parser.parse_args()
+    out = os.path.abspath(args.output_dir)
+
+    rows = []
+    for name in args.methods:
+        label, config = METHODS[name]
+        weights = ""
+        row = OrderedDict(method=label)
+        if config is not None:
+            weights = pretrain(config, os.path.join(out, name, "pretrain"), args.pretrain_opts)
+        readout = probe(
+            weights, os.path.join(out, name, "probe.json"), args.probe_dataset, args.probe_opts
+        )
+        row["loc. readout %"] = 100.0 * readout["test_acc"]
+        results = finetune(weights, os.path.join(out, name, "finetune"), args.finetune_opts)
+        for task in ("bbox", "segm"):
+            for metric in ("AP", "AP50"):
+                row[f"{task} {metric}"] = float(results[task][metric])
+        rows.append(row)
+
+    table = format_markdown(rows)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out, "results.csv"), "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\nMask R-CNN R50-FPN, coco_tiny_train -> coco_tiny_val ({out}/results.md):\n{table}")
+
+
+if __name__ == "__main__":
+    main()
