@@ -190,3 +190,20 @@ def test_killed_run_resumes_from_last_checkpoint(repo_root, tmp_path):
     with open(out / "metrics.json") as f:
         iters = [json.loads(line)["iteration"] for line in f if line.strip()]
     assert iters[-1] == killed_at + 2
+
+
+def test_two_process_pretraining_gathers_keys(repo_root, tmp_path):
+    """--num-gpus 2 on a CPU: two gloo processes, DDP on CPU, keys of both ranks enqueued."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, os.path.join(repo_root, "tools", "pretrain_net.py"), "--num-gpus", "2"]
+    cmd += [
+        "--config-file",
+        os.path.join(repo_root, "configs", "pretrain", "moco_v2_R50_FPN_cpu_imagenet_sample.yaml"),
+    ]
+    opts = TINY + ["SOLVER.MAX_ITER", "2", "MOCO.CROP_SIZE", "64", "OUTPUT_DIR", str(out)]
+    done = subprocess.run(cmd + opts, cwd=repo_root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
+    # 2 iterations of 4 images (2 per process): all-gathered keys advance the pointer by 4 each.
+    assert int(final["model"]["queues.res5.ptr"]) == 8
+    assert (out / "model_final_d2.pth").exists()

@@ -85,6 +85,7 @@ def main(args):
     )
     result["config_file"] = args.config_file
     if args.output:
+        PathManager.mkdirs(os.path.dirname(os.path.abspath(args.output)))
         with PathManager.open(args.output, "w") as f:
             json.dump(result, f, indent=2)
     print(

@@ -2,19 +2,17 @@
 
 import logging
 import os
-import weakref
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
 
-from ..checkpoint import DetpreCheckpointer
 from ..data.mappers.finetune import RobustDatasetMapper
 from ..evaluation import build_evaluator
+from .trainer_base import DetpreTrainer
 
 logger = logging.getLogger(__name__)
 
 
-class FinetuneTrainer(DefaultTrainer):
+class FinetuneTrainer(DetpreTrainer):
     """
     Detectron2's ``DefaultTrainer`` with what the transfer protocol of self-supervised detection
     papers needs and nothing on the hot path:
@@ -26,14 +24,6 @@ class FinetuneTrainer(DefaultTrainer):
     - an unreadable training image is skipped and counted (``FINETUNE.SKIP_CORRUPT_IMAGES``).
     """
 
-    def build_hooks(self):
-        # DefaultTrainer creates its checkpointer inline in __init__, just before it builds the
-        # hooks; swap it here so the PeriodicCheckpointer and resume_or_load use ours.
-        self.checkpointer = self.build_checkpointer(
-            self.cfg, self._trainer.model, trainer=weakref.proxy(self)
-        )
-        return super().build_hooks()
-
     def train(self):
         """
         Run training, then return the results of the final evaluation (Detectron2's returns them
@@ -44,17 +34,6 @@ class FinetuneTrainer(DefaultTrainer):
         """
         super().train()
         return getattr(self, "_last_eval_results", None)
-
-    @classmethod
-    def build_checkpointer(cls, cfg, model, trainer=None):
-        """
-        Args:
-            cfg (CfgNode): the run's config (checkpoints go to OUTPUT_DIR).
-            model (nn.Module): the model, DDP-wrapped or not.
-            trainer: the trainer whose state (iteration, optimizer, scheduler) is saved with it.
-        """
-        extra = {} if trainer is None else {"trainer": trainer}
-        return DetpreCheckpointer(model, cfg.OUTPUT_DIR, **extra)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -1,9 +1,9 @@
 """Training hooks shared by the pretraining methods."""
 
 from detectron2.engine import HookBase
-from torch.nn.parallel import DistributedDataParallel
 
 from ..modeling.ssl.momentum import cosine_momentum
+from .trainer_base import unwrap_model
 
 
 class MomentumScheduleHook(HookBase):
@@ -19,9 +19,7 @@ class MomentumScheduleHook(HookBase):
         self._cosine = cfg.SSL.MOMENTUM_COSINE
 
     def after_step(self):
-        model = self.trainer.model
-        if isinstance(model, DistributedDataParallel):
-            model = model.module
+        model = unwrap_model(self.trainer.model)
         m = self._base
         if self._cosine:
             m = cosine_momentum(self._base, self.trainer.iter, self.trainer.max_iter)

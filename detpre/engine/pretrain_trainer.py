@@ -3,16 +3,15 @@
 import logging
 import math
 import os
-import weakref
 
 from detectron2.data import DatasetCatalog, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, hooks
+from detectron2.engine import hooks
 from detectron2.utils import comm
-from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from ..data.build import build_pretrain_mapper, get_pretrain_dicts
 from .hooks import MomentumScheduleHook
+from .trainer_base import DetpreTrainer, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def derive_schedule(cfg, num_images):
     return cfg
 
 
-class PretrainTrainer(DefaultTrainer):
+class PretrainTrainer(DetpreTrainer):
     """
     Detectron2's ``DefaultTrainer`` for the pretext tasks: the loader runs the method's pretext
     mapper over an image dataset (labels ignored), the schedule is in epochs, there is no
@@ -66,17 +65,6 @@ class PretrainTrainer(DefaultTrainer):
             cfg.SOLVER.BASE_LR,
         )
         super().__init__(cfg)
-        model = self._trainer.model
-        if isinstance(model, DistributedDataParallel) and model.module.has_unused_parameters:
-            # DefaultTrainer wraps with Detectron2's defaults; a model that leaves parameters
-            # without gradient (MoCo-v2 on an FPN trunk, InsLoc-FPN with P5 only) needs DDP to
-            # look for them.
-            self._trainer.model = DistributedDataParallel(
-                model.module,
-                device_ids=model.device_ids,
-                broadcast_buffers=False,
-                find_unused_parameters=True,
-            )
 
     def resume_or_load(self, resume=True):
         """
@@ -88,8 +76,7 @@ class PretrainTrainer(DefaultTrainer):
         resuming = resume and self.checkpointer.has_checkpoint()
         super().resume_or_load(resume=resume)
         if not resuming and self.cfg.MODEL.WEIGHTS:
-            model = self._trainer.model
-            model = model.module if isinstance(model, DistributedDataParallel) else model
+            model = unwrap_model(self.model)
             model.momentum.reset(model)
 
     @classmethod
@@ -111,9 +98,6 @@ class PretrainTrainer(DefaultTrainer):
         return ExportingCheckpointer(model, cfg.OUTPUT_DIR, exporter=exporter, **extra)
 
     def build_hooks(self):
-        self.checkpointer = self.build_checkpointer(
-            self.cfg, self._trainer.model, trainer=weakref.proxy(self)
-        )
         ret = [
             hooks.IterationTimer(),
             hooks.LRScheduler(),

@@ -1,0 +1,82 @@
+"""What detpre's trainers share on top of Detectron2's DefaultTrainer."""
+
+import logging
+import weakref
+
+import torch
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+)
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint import DetpreCheckpointer
+
+
+def unwrap_model(model):
+    """The module inside DistributedDataParallel, or the model itself."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
+
+
+class DetpreTrainer(DefaultTrainer):
+    """
+    ``DefaultTrainer`` whose model wrapping and checkpointer are overridable methods.
+
+    Detectron2 builds both inline in ``DefaultTrainer.__init__``: its DistributedDataParallel
+    always passes ``device_ids=[local_rank]``, which fails for CPU processes (``--num-gpus 2`` on
+    the gloo backend), and never sets ``find_unused_parameters``, which models that leave
+    parameters without gradient need. This ``__init__`` is DefaultTrainer's, in the same order,
+    with those two steps going through :meth:`wrap_model` and :meth:`build_checkpointer`.
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = self.wrap_model(model)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def wrap_model(cls, model):
+        """
+        DistributedDataParallel when there is more than one process, for GPU or CPU processes.
+
+        Args:
+            model (nn.Module): the built model; a ``has_unused_parameters`` attribute that is
+                True turns on DDP's search for parameters without gradient.
+        """
+        kwargs = {"broadcast_buffers": False}
+        if next(model.parameters()).device.type == "cpu":
+            kwargs["device_ids"] = None
+        if getattr(model, "has_unused_parameters", False):
+            kwargs["find_unused_parameters"] = True
+        return create_ddp_model(model, **kwargs)
+
+    @classmethod
+    def build_checkpointer(cls, cfg, model, trainer=None):
+        """
+        Args:
+            cfg (CfgNode): the run's config (checkpoints go to OUTPUT_DIR).
+            model (nn.Module): the model, DDP-wrapped or not.
+            trainer: the trainer whose state (iteration, optimizer, scheduler) is saved with it.
+        """
+        extra = {} if trainer is None else {"trainer": trainer}
+        return DetpreCheckpointer(model, cfg.OUTPUT_DIR, **extra)
+
