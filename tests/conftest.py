@@ -1,6 +1,10 @@
 import os
+from types import SimpleNamespace
 
 import pytest
+import torch
+import torchvision
+from detectron2.utils.events import EventStorage
 
 _SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
 # Tests read the bundled data through $DETECTRON2_DATASETS, as every detpre tool does. Set it before
@@ -21,3 +25,39 @@ def datasets_root():
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO_ROOT
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (tiny models are fastest so on a shared 2-core machine)."""
+    num = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num)
+
+
+@pytest.fixture(scope="session")
+def tv_state():
+    """A torchvision ResNet-50 state dict with every float tensor random (BN included)."""
+    torch.manual_seed(0)
+    state = torchvision.models.resnet50(weights=None).state_dict()
+    for k, v in state.items():
+        if v.is_floating_point():
+            v.copy_(torch.rand_like(v) + 0.5 if k.endswith("running_var") else torch.randn_like(v))
+    return state
+
+
+@pytest.fixture
+def run_momentum_hook():
+    """What the pretraining trainer does after an optimizer step: one MomentumScheduleHook call."""
+    from detpre.engine.hooks import MomentumScheduleHook
+
+    def run(model, cfg, iteration, max_iter):
+        hook = MomentumScheduleHook()
+        hook.trainer = SimpleNamespace(
+            cfg=cfg, model=model, iter=iteration, max_iter=max_iter, storage=EventStorage()
+        )
+        hook.before_train()
+        hook.after_step()
+
+    return run

@@ -1,6 +1,5 @@
 import copy
 import logging
-import os
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ import pickle
 
 import pytest
 import torch
-import torchvision
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
@@ -36,16 +35,6 @@ def _model(config, **opts):
 
 def _count(model, prefixes):
     return sum(k.startswith(prefixes) for k in model.state_dict())
-
-
-@pytest.fixture(scope="module")
-def tv_state():
-    torch.manual_seed(0)
-    state = torchvision.models.resnet50(weights=None).state_dict()
-    for k, v in state.items():
-        if v.is_floating_point():
-            v.copy_(torch.rand_like(v) + 0.5 if k.endswith("running_var") else torch.randn_like(v))
-    return state
 
 
 @pytest.fixture

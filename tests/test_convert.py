@@ -6,7 +6,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torchvision
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_model
@@ -30,17 +29,6 @@ SPOT_CHECKS = {
     "layer4.2.bn3.running_mean": "res5.2.conv3.norm.running_mean",
     "layer4.2.conv3.weight": "res5.2.conv3.weight",
 }
-
-
-@pytest.fixture(scope="module")
-def tv_state():
-    """A torchvision ResNet-50 state dict with every float tensor random (BN included)."""
-    torch.manual_seed(0)
-    state = torchvision.models.resnet50(weights=None).state_dict()
-    for k, v in state.items():
-        if v.is_floating_point():
-            v.copy_(torch.rand_like(v) + 0.5 if k.endswith("running_var") else torch.randn_like(v))
-    return state
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,24 +9,15 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from detpre.config import add_detpre_config
-from detpre.engine.hooks import MomentumScheduleHook
 from detpre.modeling.meta_arch import InsLoc
+
+# Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRETRAIN_ONLY = ("momentum.", "queues.", "ssl_head.")
 FPN_LEVELS = ["p2", "p3", "p4", "p5"]
 
 
-def _run_momentum_hook(model, cfg, iteration, max_iter):
-    """What the pretraining trainer does after an optimizer step."""
-    hook = MomentumScheduleHook()
-    hook.trainer = SimpleNamespace(
-        cfg=cfg, model=model, iter=iteration, max_iter=max_iter, storage=EventStorage()
-    )
-    hook.before_train()
-    hook.after_step()
-
-
-@pytest.fixture(autouse=True)
 def _one_thread():
     # Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
     num = torch.get_num_threads()
@@ -129,7 +119,7 @@ def test_fpn_names_match_mask_rcnn(repo_root):
 
 
 @pytest.mark.parametrize("arch", ["C4", "FPN"])
-def test_train_step(repo_root, arch):
+def test_train_step(repo_root, arch, run_momentum_hook):
     cfg = _fpn(repo_root) if arch == "FPN" else _c4(repo_root)
     model = build_model(cfg).train()
     names = [f"loss_insloc_{lvl}" for lvl in FPN_LEVELS] if arch == "FPN" else ["loss_insloc"]
@@ -172,7 +162,7 @@ def test_train_step(repo_root, arch):
             if p.grad is not None:
                 p -= 0.5 * p.grad
     online = {k: p.detach().clone() for k, p in params.items() if not k.startswith("momentum.")}
-    _run_momentum_hook(model, cfg, iteration=0, max_iter=10)
+    run_momentum_hook(model, cfg, iteration=0, max_iter=10)
     moved = 0
     for k, p in before.items():
         expected = 0.9 * p + 0.1 * online[k[len("momentum.") :]]

@@ -1,5 +1,4 @@
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,23 +7,14 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from detpre.config import add_detpre_config
-from detpre.engine.hooks import MomentumScheduleHook
 from detpre.modeling.meta_arch import MoCoV2
+
+# Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRETRAIN_ONLY = ("momentum.", "queues.", "ssl_head.")
 
 
-def _run_momentum_hook(model, cfg, iteration, max_iter):
-    """What the pretraining trainer does after an optimizer step."""
-    hook = MomentumScheduleHook()
-    hook.trainer = SimpleNamespace(
-        cfg=cfg, model=model, iter=iteration, max_iter=max_iter, storage=EventStorage()
-    )
-    hook.before_train()
-    hook.after_step()
-
-
-@pytest.fixture(autouse=True)
 def _one_thread():
     # Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
     num = torch.get_num_threads()
@@ -82,7 +72,7 @@ def test_names_match_detectron2(repo_root, arch):
 
 
 @pytest.mark.parametrize("arch", ["C4", "FPN"])
-def test_train_step(repo_root, arch):
+def test_train_step(repo_root, arch, run_momentum_hook):
     cfg = _cfg(repo_root, arch)
     model = build_model(cfg).train()
     params = dict(model.named_parameters())
@@ -115,7 +105,7 @@ def test_train_step(repo_root, arch):
             if p.grad is not None:
                 p -= 0.5 * p.grad
     online = {k: p.detach().clone() for k, p in params.items() if not k.startswith("momentum.")}
-    _run_momentum_hook(model, cfg, iteration=0, max_iter=10)
+    run_momentum_hook(model, cfg, iteration=0, max_iter=10)
     for k, p in before.items():
         expected = 0.8 * p + 0.2 * online[k[len("momentum.") :]]
         assert torch.allclose(params[k], expected, rtol=1e-5, atol=1e-6), k
@@ -125,7 +115,7 @@ def test_train_step(repo_root, arch):
     assert int(model.queues["res5"].ptr) == 6 % 5  # wraps around K = 5
 
 
-def test_cosine_momentum_reaches_one(repo_root):
+def test_cosine_momentum_reaches_one(repo_root, run_momentum_hook):
     cfg = _cfg(repo_root, "C4")
     cfg.SSL.MOMENTUM_COSINE = True
     model = build_model(cfg)
@@ -135,7 +125,7 @@ def test_cosine_momentum_reaches_one(repo_root):
             if not k.startswith("momentum."):
                 p.add_(1.0)
     # at the last iteration the cosine schedule gives m = 1: the key encoder stays put
-    _run_momentum_hook(model, cfg, iteration=10, max_iter=10)
+    run_momentum_hook(model, cfg, iteration=10, max_iter=10)
     for k, v in model.momentum.named_parameters():
         assert torch.equal(v, frozen[k]), k
     # an explicit m = 0 copies the query encoder

@@ -11,4 +11,20 @@ from .convert import (
 )
 from .load_report import GROUPS, LoadReportRow, format_load_report, group_of, load_report
 
-__all__ = [k for k in globals().keys() if not k.startswith("_")]
+__all__ = [
+    "ConversionReport",
+    "DetpreCheckpointer",
+    "GROUPS",
+    "LoadReportRow",
+    "TARGETS",
+    "atomic_write",
+    "convert_torchvision_resnet",
+    "find_resnet_prefixes",
+    "format_load_report",
+    "group_of",
+    "infer_target",
+    "is_torchvision_resnet",
+    "load_report",
+    "to_detectron2_pickle",
+    "unwrap_state_dict",
+]
