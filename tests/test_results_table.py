@@ -28,3 +28,12 @@ def test_several_datasets_and_nan():
     table = format_markdown(rows)
     assert "| a | bbox | nan |  |" in table
     assert "| b | bbox | 1.00 | 2.00 |" in table
+
+
+def test_per_category_ap_goes_to_csv_only(tmp_path):
+    results = {"bbox": {"AP": 5.0, "AP50": 9.0, "AP-person": 7.5, "AP-traffic light": 1.0}}
+    table = write_results_table(results, ["coco_tiny_val"], str(tmp_path))
+    assert table.splitlines()[0] == "| dataset | task | AP | AP50 |"
+    with open(tmp_path / "results.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["AP-person"]) == 7.5 and float(row["AP-traffic light"]) == 1.0

@@ -12,9 +12,9 @@ Beside every full checkpoint ``model_XXXXXXX.pth`` it writes ``model_XXXXXXX_d2.
 Detectron2's keys, for ``tools/train_net.py ... MODEL.WEIGHTS .../model_final_d2.pth``.
 """
 
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
-from detpre.engine import PretrainTrainer, setup_cfg
+from detpre.engine import PretrainTrainer, launch_from_args, setup_cfg
 
 
 def main(args):
@@ -25,12 +25,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_from_args(main, default_argument_parser().parse_args())

@@ -14,9 +14,9 @@ checkpoint: a Detectron2 model, a detpre pretraining output, or a torchvision-st
 import logging
 
 import detectron2.utils.comm as comm
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
-from detpre.engine import FinetuneTrainer, setup_cfg
+from detpre.engine import FinetuneTrainer, launch_from_args, setup_cfg
 from detpre.evaluation import write_results_table
 
 logger = logging.getLogger("detpre")
@@ -40,12 +40,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_from_args(main, default_argument_parser().parse_args())

@@ -1,5 +1,15 @@
 from .config_setup import get_detpre_cfg, setup_cfg
 from .finetune_trainer import FinetuneTrainer
+from .launch import launch_from_args
 from .pretrain_trainer import PretrainTrainer, derive_schedule
+from .trainer_base import DetpreTrainer
 
-__all__ = ["FinetuneTrainer", "PretrainTrainer", "derive_schedule", "get_detpre_cfg", "setup_cfg"]
+__all__ = [
+    "DetpreTrainer",
+    "FinetuneTrainer",
+    "PretrainTrainer",
+    "derive_schedule",
+    "get_detpre_cfg",
+    "launch_from_args",
+    "setup_cfg",
+]

@@ -79,4 +79,3 @@ class DetpreTrainer(DefaultTrainer):
         """
         extra = {} if trainer is None else {"trainer": trainer}
         return DetpreCheckpointer(model, cfg.OUTPUT_DIR, **extra)
-
