@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""
+Selective search proposals of a registered dataset as a one-category COCO json, for AlignDet /
+SoCo-style box-domain pretraining (details in ``detpre/data/proposals.py``).
+
+    python tools/prepare_proposals.py --dataset coco_2017_train --preset aligndet \
+        --output proposals/coco_2017_train_aligndet.json
+    python tools/prepare_proposals.py --dataset mine --preset soco --topk 100 --output mine.json \
+        DATASETS.REGISTER_IMAGE_FOLDER "[('mine', 'my/images')]"
+
+A rerun with the same ``--output`` resumes: images already in ``<output stem>.partial.jsonl`` are
+not searched again.
+"""
+
+import argparse
+import os
+
+from detectron2.config import get_cfg
+from detectron2.utils.logger import setup_logger
+
+from detpre.config import add_detpre_config
+from detpre.data.datasets import register_from_config
+from detpre.data.proposals import PRESETS, generate_proposals
+
+_FILTER_KEYS = ("min_size", "max_aspect_ratio", "area_range", "nms_thresh", "topk")
+
+
+def _optional(kind):
+    """An argparse type that also accepts 'none'."""
+
+    def parse(value):
+        return None if value.lower() == "none" else kind(value)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help="a registered dataset name")
+    parser.add_argument("--output", required=True, help="the COCO json to write")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="aligndet", help="filtering defaults"
+    )
+    parser.add_argument(
+        "--resize",
+        type=int,
+        default=512,
+        help="search the image resized to fit RESIZE x RESIZE (longer side = RESIZE); 0: as is",
+    )
+    # Absent unless given: the preset's values apply.
+    filters = parser.add_argument_group(
+        "filters (override the preset)", argument_default=argparse.SUPPRESS
+    )
+    filters.add_argument("--min-size", type=float, help="smallest box width and height, pixels")
+    filters.add_argument(
+        "--max-aspect-ratio", type=_optional(float), help="largest max(w/h, h/w), or 'none'"
+    )
+    filters.add_argument(
+        "--area-range",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="range of sqrt(box area / image area)",
+    )
+    filters.add_argument("--nms-thresh", type=_optional(float), help="NMS IoU, or 'none'")
+    filters.add_argument("--topk", type=_optional(int), help="boxes kept per image, or 'none'")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes (default: os.cpu_count())"
+    )
+    parser.add_argument("--max-images", type=int, default=None, help="the first N images only")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the selective search order")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="KEY VALUE config pairs registering datasets (DATASETS.REGISTER_COCO, ...)",
+    )
+    return parser
+
+
+def main(args):
+    setup_logger(name="detpre")
+    cfg = get_cfg()
+    add_detpre_config(cfg)
+    cfg.merge_from_list(args.opts)
+    register_from_config(cfg)
+    # Options given (their default is SUPPRESS: absent unless given, 'none' included) override.
+    filters = dict(PRESETS[args.preset])
+    filters.update({k: v for k, v in vars(args).items() if k in _FILTER_KEYS})
+    summary = generate_proposals(
+        args.dataset,
+        args.output,
+        resize=args.resize,
+        workers=args.workers,
+        max_images=args.max_images,
+        seed=args.seed,
+        **filters,
+    )
+    name = os.path.splitext(os.path.basename(args.output))[0]
+    print(
+        f"{summary['num_proposals']} proposals of {summary['num_images']} images in "
+        f"{args.output} ({len(summary['skipped'])} unreadable images skipped). Use them with:\n"
+        f"""  DATASETS.REGISTER_COCO "[('{name}', '{os.path.abspath(args.output)}', """
+        f"""'{summary['image_root']}')]" DATASETS.TRAIN "('{name}',)" """
+    )
+
+
+if __name__ == "__main__":
+    main(get_parser().parse_args())
