@@ -14,7 +14,8 @@ The proposals are then an ordinary dataset of any detpre command (the tool print
         "[('coco_2017_train_ss', 'proposals/coco_2017_train_aligndet.json', 'coco/train2017')]" \
         DATASETS.TRAIN "('coco_2017_train_ss',)"
 
-The steps per image:
+Image ids are the dataset's ``image_id`` where it is an int (COCO), else 63 bits of its SHA-1
+(VOC names, image-folder paths), the original kept as ``dataset_image_id``. The steps per image:
 
 1. resize so the image fits ``resize`` x ``resize`` (longer side = ``resize``, up or down, aspect
    kept), run OpenCV's fast selective search (``switchToSelectiveSearchFast``) and map the boxes
@@ -254,18 +255,16 @@ def _process(task):
     return {"id": image_id, "height": height, "width": width, "boxes": boxes.tolist()}
 
 
-def _partial_path(output):
-    return os.path.splitext(output)[0] + ".partial.jsonl"
-
-
 def _load_partial(path, params):
-    """Records of a previous run; an error when it ran with other parameters."""
-    if not os.path.isfile(path):
+    """Records of a previous run (a new file when none); an error when it had other parameters."""
+    text = ""
+    if os.path.isfile(path):
+        with open(path) as f:
+            text = f.read()
+    if not text.strip():
         with open(path, "w") as f:
             f.write(json.dumps({"format": _PARTIAL_FORMAT, "params": params}) + "\n")
         return {}
-    with open(path) as f:
-        text = f.read()
     if not text.endswith("\n"):  # interrupted mid-line: drop the incomplete record
         logger.warning(f"{path}: dropping an incomplete last line (an interrupted run).")
         text = text[: text.rfind("\n") + 1]
@@ -375,7 +374,8 @@ def generate_proposals(
     Returns:
         dict: ``output``, ``image_root`` (to register the json with), ``num_images``,
         ``num_proposals``, ``processed`` (images searched in this call), ``reused`` (from the
-        partial file), ``skipped`` (list of "file: error" of unreadable images).
+        partial file), ``skipped`` (list of "file: error" of unreadable images),
+        ``images_without_proposals``.
     """
     area_range = tuple(float(x) for x in area_range)
     _check_params(resize, min_size, max_aspect_ratio, area_range, nms_thresh, topk)
@@ -388,7 +388,7 @@ def generate_proposals(
     tasks, names, source_ids = _tasks(dicts, image_root, params, seed)
 
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    partial = _partial_path(output)
+    partial = os.path.splitext(output)[0] + ".partial.jsonl"
     records = _load_partial(partial, dict(params, seed=seed))
     todo = [t for t in tasks if t[0] not in records]
     reused = len(tasks) - len(todo)
@@ -423,11 +423,17 @@ def generate_proposals(
     with open(tmp, "w") as f:
         json.dump(coco, f)
     os.replace(tmp, output)
-    summary = dict(output=output, image_root=image_root, num_images=len(coco["images"]))
-    summary.update(num_proposals=len(coco["annotations"]), processed=len(todo), reused=reused)
-    summary.update(skipped=skipped, images_without_proposals=empty)
     logger.info(
-        f"Wrote {summary['num_proposals']} proposals of {summary['num_images']} images to {output} "
+        f"Wrote {len(coco['annotations'])} proposals of {len(coco['images'])} images to {output} "
         f"({len(skipped)} unreadable images skipped, {empty} images without proposals)."
     )
-    return summary
+    return dict(
+        output=output,
+        image_root=image_root,
+        num_images=len(coco["images"]),
+        num_proposals=len(coco["annotations"]),
+        processed=len(todo),
+        reused=reused,
+        skipped=skipped,
+        images_without_proposals=empty,
+    )
