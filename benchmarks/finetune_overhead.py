@@ -53,7 +53,7 @@ def main():
     parser.add_argument(
         "--config-file", default="configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml"
     )
-    parser.add_argument("--rounds", type=int, default=4, help="alternating blocks per trainer")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating blocks per trainer")
     parser.add_argument("--iters", type=int, default=5, help="timed steps per block")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per trainer first")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -68,6 +68,10 @@ def main():
     cfg.TEST.EVAL_PERIOD = 0
     cfg.SOLVER.CHECKPOINT_PERIOD = 10**9
     cfg.SOLVER.MAX_ITER = 10**6
+    # One train scale and in-process loading: the mapper's cost is inside the timed step, and the
+    # two trainers' batches differ only in which images they draw, not in their scale.
+    cfg.INPUT.MIN_SIZE_TRAIN = (max(cfg.INPUT.MIN_SIZE_TRAIN),)
+    cfg.DATALOADER.NUM_WORKERS = 0
     cfg.freeze()
     register_from_config(cfg)
     DatasetCatalog.get(cfg.DATASETS.TRAIN[0])  # warm the dataset cache out of the timed window
