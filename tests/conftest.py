@@ -1,9 +1,12 @@
+import logging
 import os
+import uuid
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torchvision
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.events import EventStorage
 
 _SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
@@ -61,3 +64,27 @@ def run_momentum_hook():
         hook.after_step()
 
     return run
+
+
+@pytest.fixture
+def detpre_logs(caplog, monkeypatch):
+    """caplog that sees detpre's records (detectron2's setup_logger may stop propagation)."""
+    monkeypatch.setattr(logging.getLogger("detpre"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="detpre")
+    return caplog
+
+
+@pytest.fixture
+def new_names():
+    """Make unique dataset names; they are removed from the catalogs after the test."""
+    names = []
+
+    def make(prefix):
+        names.append(f"{prefix}_{uuid.uuid4().hex[:8]}")
+        return names[-1]
+
+    yield make
+    for name in names:
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)

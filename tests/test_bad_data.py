@@ -13,14 +13,6 @@ from detpre.config import add_detpre_config
 from detpre.data import CorruptImageError, RobustDatasetMapper, read_image, read_image_size
 
 
-@pytest.fixture
-def detpre_logs(caplog, monkeypatch):
-    # detectron2's setup_logger(name="detpre") may turn propagation off; caplog listens at the root.
-    monkeypatch.setattr(logging.getLogger("detpre"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="detpre")
-    return caplog
-
-
 @pytest.fixture(scope="module")
 def coco_dicts(datasets_root):
     return DatasetCatalog.get("coco_tiny_train")[:4]

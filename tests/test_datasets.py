@@ -3,7 +3,6 @@ import json
 import logging
 import os
 import tempfile
-import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
 
@@ -22,30 +21,6 @@ from detpre.config import add_detpre_config
 from detpre.data.datasets import register_from_config
 
 BCCD = "bccd_voc/VOC2007"
-
-
-@pytest.fixture
-def detpre_logs(caplog, monkeypatch):
-    # detectron2's setup_logger(name="detpre") may turn propagation off; caplog listens at the root.
-    monkeypatch.setattr(logging.getLogger("detpre"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="detpre")
-    return caplog
-
-
-@pytest.fixture
-def new_names():
-    """Unique dataset names, removed from the catalogs after the test."""
-    names = []
-
-    def make(prefix):
-        names.append(f"{prefix}_{uuid.uuid4().hex[:8]}")
-        return names[-1]
-
-    yield make
-    for name in names:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
 
 
 def _cfg(**register):

@@ -1,8 +1,6 @@
 import json
-import logging
 import math
 import os
-import uuid
 
 import cv2
 import numpy as np
@@ -18,30 +16,6 @@ from detpre.data import proposals as P
 from detpre.data.datasets import register_from_config, register_image_folder
 
 COCO_VAL = "coco_tiny/val2017"
-
-
-@pytest.fixture
-def detpre_logs(caplog, monkeypatch):
-    # detectron2's setup_logger(name="detpre") may turn propagation off; caplog listens at the root.
-    monkeypatch.setattr(logging.getLogger("detpre"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="detpre")
-    return caplog
-
-
-@pytest.fixture
-def new_name():
-    """A unique dataset name, removed from the catalogs after the test."""
-    names = []
-
-    def make(prefix):
-        names.append(f"{prefix}_{uuid.uuid4().hex[:8]}")
-        return names[-1]
-
-    yield make
-    for name in names:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
 
 
 def _reference_keep(boxes, image_size, min_size, max_ratio, area_range):
@@ -213,7 +187,7 @@ def _check_coco(path, dataset_dicts, image_root, params):
     return coco
 
 
-def test_proposal_json_loads_registers_and_resumes(tmp_path, new_name, detpre_logs, monkeypatch):
+def test_proposal_json_loads_registers_and_resumes(tmp_path, new_names, detpre_logs, monkeypatch):
     dicts = DatasetCatalog.get("coco_tiny_val")[:5]
     image_root = MetadataCatalog.get("coco_tiny_val").image_root
     output = str(tmp_path / "props" / "val.json")
@@ -239,7 +213,7 @@ def test_proposal_json_loads_registers_and_resumes(tmp_path, new_name, detpre_lo
         boxes = [a["bbox"] for a in first.loadAnns(first.getAnnIds(imgIds=image_id))]
         assert boxes == [a["bbox"] for a in second.loadAnns(second.getAnnIds(imgIds=image_id))]
 
-    name = new_name("proposals")
+    name = new_names("proposals")
     register_from_config(_cfg(REGISTER_COCO=[(name, output, image_root)]))
     loaded = DatasetCatalog.get(name)
     assert [d["file_name"] for d in loaded] == [d["file_name"] for d in dicts]
@@ -253,7 +227,7 @@ def test_proposal_json_loads_registers_and_resumes(tmp_path, new_name, detpre_lo
         )
 
 
-def test_unreadable_image_is_reported_and_skipped(tmp_path, datasets_root, new_name, detpre_logs):
+def test_unreadable_image_is_reported_and_skipped(tmp_path, datasets_root, new_names, detpre_logs):
     folder = tmp_path / "images"
     (folder / "sub").mkdir(parents=True)
     sources = sorted(os.listdir(os.path.join(datasets_root, COCO_VAL)))[:2]
@@ -263,7 +237,7 @@ def test_unreadable_image_is_reported_and_skipped(tmp_path, datasets_root, new_n
             str(folder / ("sub" if i else "") / f"good{i}.jpg"), cv2.resize(image, (160, 120))
         )
     (folder / "bad.jpg").write_bytes(np.random.default_rng(0).bytes(3000))
-    name = new_name("folder")
+    name = new_names("folder")
     register_image_folder(name, str(folder))
 
     output = str(tmp_path / "folder.json")
