@@ -8,6 +8,10 @@ all called from here, so one call prepares a config for any detpre tool.
 
 from detectron2.config import CfgNode as CN
 
+from .aligndet_defaults import add_aligndet_config
+from .loca_defaults import add_loca_config
+from .selftrain_defaults import add_selftrain_config
+from .slotcon_defaults import add_slotcon_config
 from .ssl_defaults import add_insloc_config, add_moco_config, add_pixel_aug_config, add_ssl_config
 
 
@@ -52,3 +56,7 @@ def add_detpre_config(cfg):
     add_pixel_aug_config(cfg)
     add_insloc_config(cfg)
     add_moco_config(cfg)
+    add_aligndet_config(cfg)
+    add_slotcon_config(cfg)
+    add_loca_config(cfg)
+    add_selftrain_config(cfg)

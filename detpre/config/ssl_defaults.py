@@ -39,6 +39,13 @@ def add_ssl_config(cfg):
     _C.SSL.SHUFFLE_BN = True
     # Which copy the fine-tuning checkpoint exports: "online" (query encoder) or "momentum".
     _C.SSL.EXPORT = "online"
+    # Optimizer: "SGD" (Detectron2's, SOLVER.MOMENTUM / NESTEROV), "LARS" (SlotCon) or "AdamW"
+    # (LOCA); LARS and AdamW exempt 1-D parameters (biases, norms) from weight decay.
+    _C.SSL.OPTIMIZER = "SGD"
+    # Trust coefficient of LARS.
+    _C.SSL.LARS_ETA = 0.001
+    # (beta1, beta2) of AdamW.
+    _C.SSL.ADAMW_BETAS = (0.9, 0.999)
 
 
 def add_pixel_aug_config(cfg):

@@ -10,6 +10,7 @@ from detectron2.utils import comm
 
 from ..checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from ..data.build import build_pretrain_mapper, get_pretrain_dicts
+from ..solver import build_pretrain_optimizer
 from .hooks import MomentumScheduleHook
 from .trainer_base import DetpreTrainer, unwrap_model
 
@@ -89,6 +90,11 @@ class PretrainTrainer(DetpreTrainer):
             aspect_ratio_grouping=False,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """The optimizer named by ``SSL.OPTIMIZER`` (see ``detpre.solver``)."""
+        return build_pretrain_optimizer(cfg, model)
 
     @classmethod
     def build_checkpointer(cls, cfg, model, trainer=None):
