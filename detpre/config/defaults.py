@@ -12,6 +12,7 @@ from .aligndet_defaults import add_aligndet_config
 from .loca_defaults import add_loca_config
 from .selftrain_defaults import add_selftrain_config
 from .slotcon_defaults import add_slotcon_config
+from .strong_aug_defaults import add_strong_aug_config
 from .ssl_defaults import add_insloc_config, add_moco_config, add_pixel_aug_config, add_ssl_config
 
 
@@ -59,4 +60,5 @@ def add_detpre_config(cfg):
     add_aligndet_config(cfg)
     add_slotcon_config(cfg)
     add_loca_config(cfg)
+    add_strong_aug_config(cfg)
     add_selftrain_config(cfg)
