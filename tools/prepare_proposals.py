@@ -3,8 +3,9 @@
 Selective search proposals of a registered dataset as a one-category COCO json, for AlignDet /
 SoCo-style box-domain pretraining (details in ``detpre/data/proposals.py``).
 
-    python tools/prepare_proposals.py --dataset coco_2017_train --preset aligndet \
-        --output proposals/coco_2017_train_aligndet.json
+    python tools/prepare_proposals.py --dataset coco_2017_train --preset aligndet
+        # -> proposals/coco_2017_train_aligndet.json, read by the dataset
+        #    coco_2017_train_proposals_aligndet ($DETPRE_PROPOSALS moves the folder)
     python tools/prepare_proposals.py --dataset mine --preset soco --topk 100 --output mine.json \
         DATASETS.REGISTER_IMAGE_FOLDER "[('mine', 'my/images')]"
 
@@ -19,7 +20,7 @@ from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
 from detpre.config import add_detpre_config
-from detpre.data.datasets import register_from_config
+from detpre.data.datasets import proposals_json_path, register_from_config
 from detpre.data.proposals import PRESETS, generate_proposals
 
 _FILTER_KEYS = ("min_size", "max_aspect_ratio", "area_range", "nms_thresh", "topk")
@@ -38,7 +39,13 @@ def _optional(kind):
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="a registered dataset name")
-    parser.add_argument("--output", required=True, help="the COCO json to write")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="the COCO json to write (default: $DETPRE_PROPOSALS/<dataset>_<preset>.json, which "
+        "the predefined <dataset>_proposals_<preset> datasets read; $DETPRE_PROPOSALS defaults "
+        "to ./proposals)",
+    )
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), default="aligndet", help="filtering defaults"
     )
@@ -84,6 +91,8 @@ def main(args):
     add_detpre_config(cfg)
     cfg.merge_from_list(args.opts)
     register_from_config(cfg)
+    if args.output is None:
+        args.output = proposals_json_path(args.dataset, args.preset)
     # Options given (their default is SUPPRESS: absent unless given, 'none' included) override.
     filters = dict(PRESETS[args.preset])
     filters.update({k: v for k, v in vars(args).items() if k in _FILTER_KEYS})

@@ -14,8 +14,12 @@ def add_ssl_config(cfg):
     # Length of pretraining in epochs over the training dataset; SOLVER.MAX_ITER is derived from it
     # (epochs x images / SOLVER.IMS_PER_BATCH) when positive.
     _C.SSL.EPOCHS = 200
-    # Linear warm-up length in epochs (converted to SOLVER.WARMUP_ITERS).
+    # Linear warm-up length in epochs (converted to SOLVER.WARMUP_ITERS when positive; at 0,
+    # SOLVER.WARMUP_ITERS is used as given).
     _C.SSL.WARMUP_EPOCHS = 0.0
+    # Epochs at which a step schedule (WarmupMultiStepLR) multiplies the LR by SOLVER.GAMMA
+    # (converted to SOLVER.STEPS when given).
+    _C.SSL.STEP_EPOCHS = ()
     # The pretext mapper that turns a dataset dict into views (a PRETRAIN_MAPPER_REGISTRY name).
     _C.SSL.MAPPER = "InsLocCompositionMapper"
     # Write console / metrics.json / TensorBoard every this many iterations.

@@ -19,7 +19,9 @@ _KEEP = ("file_name", "image_id", "height", "width")
 
 def get_pretrain_dicts(cfg):
     """
-    The training images of ``cfg.DATASETS.TRAIN``, labels dropped (pretexts never see them).
+    The training images of ``cfg.DATASETS.TRAIN``, labels dropped (pretexts never see them),
+    except where the mapper ``SSL.MAPPER`` has ``needs_annotations`` set: box-domain pretraining
+    stores its unsupervised proposals as the "annotations" of a proposals dataset.
 
     Args:
         cfg (CfgNode): the pretraining config.
@@ -30,12 +32,14 @@ def get_pretrain_dicts(cfg):
     names = cfg.DATASETS.TRAIN
     if not names:
         raise ValueError("DATASETS.TRAIN is empty: name at least one registered image dataset")
+    mapper = PRETRAIN_MAPPER_REGISTRY.get(cfg.SSL.MAPPER)
+    keep = _KEEP + ("annotations",) if getattr(mapper, "needs_annotations", False) else _KEEP
     dicts = []
     for name in names:
         items = DatasetCatalog.get(name)
         if not items:
             raise ValueError(f"Dataset {name!r} has no images")
-        dicts.append([{k: d[k] for k in _KEEP if k in d} for d in items])
+        dicts.append([{k: d[k] for k in keep if k in d} for d in items])
     merged = list(itertools.chain.from_iterable(dicts))
     logger.info("Pretraining images: %d from %s", len(merged), ", ".join(names))
     return merged

@@ -23,8 +23,8 @@ def derive_schedule(cfg, num_images):
 
     ``SOLVER.MAX_ITER = ceil(SSL.EPOCHS * num_images / SOLVER.IMS_PER_BATCH)`` when ``SSL.EPOCHS``
     is positive, and ``SOLVER.BASE_LR`` scaled by ``IMS_PER_BATCH / SSL.REFERENCE_BATCH_SIZE``.
-    Warm-up and LR steps given in epochs would be scaled too; they are iterations in Detectron2's
-    keys, so configs give ``SSL.WARMUP_EPOCHS`` instead when they need one.
+    Warm-up and LR steps may be given in epochs (``SSL.WARMUP_EPOCHS``, ``SSL.STEP_EPOCHS``);
+    they then replace Detectron2's iteration keys ``SOLVER.WARMUP_ITERS`` and ``SOLVER.STEPS``.
 
     Args:
         cfg (CfgNode): the pretraining config (not modified).
@@ -40,7 +40,10 @@ def derive_schedule(cfg, num_images):
     if cfg.SSL.EPOCHS > 0:
         cfg.SOLVER.MAX_ITER = int(math.ceil(cfg.SSL.EPOCHS * iters_per_epoch))
     cfg.SOLVER.BASE_LR = cfg.SOLVER.BASE_LR * batch / cfg.SSL.REFERENCE_BATCH_SIZE
-    cfg.SOLVER.WARMUP_ITERS = int(round(cfg.SSL.WARMUP_EPOCHS * iters_per_epoch))
+    if cfg.SSL.WARMUP_EPOCHS > 0:
+        cfg.SOLVER.WARMUP_ITERS = int(round(cfg.SSL.WARMUP_EPOCHS * iters_per_epoch))
+    if cfg.SSL.STEP_EPOCHS:
+        cfg.SOLVER.STEPS = tuple(int(round(e * iters_per_epoch)) for e in cfg.SSL.STEP_EPOCHS)
     cfg.freeze()
     return cfg
 

@@ -1,7 +1,11 @@
 """Dataset mappers: dataset dicts -> model inputs. Importing registers the pretext mappers."""
 
+from .box_domain import BoxDomainMapper
 from .finetune import RobustDatasetMapper
 from .insloc_composition import InsLocCompositionMapper
+from .loca_views import LocaViewsMapper  # noqa: F401  registers LocaViewsMapper
 from .two_views import TwoCropsMapper, TwoViewsMapper
 
-__all__ = ["InsLocCompositionMapper", "RobustDatasetMapper", "TwoCropsMapper", "TwoViewsMapper"]
+__all__ = [
+    "BoxDomainMapper",
+    "InsLocCompositionMapper", "RobustDatasetMapper", "TwoCropsMapper", "TwoViewsMapper"]

@@ -1,0 +1,95 @@
+"""
+What the box-domain pretraining meta-architectures (AlignDet for R-CNN and for RetinaNet) share:
+the EMA target copy, the frozen image-domain backbone, and the two views of the inputs.
+"""
+
+from typing import Dict, List
+
+import torch
+from detectron2.modeling.backbone import FPN
+
+from ..ssl import MomentumCopy, batch_unique_ids
+
+__all__ = ["BoxDomainPretraining", "frozen_backbone_path"]
+
+
+def frozen_backbone_path(backbone):
+    """
+    The part of ``backbone`` that holds the image-domain pretraining: the bottom-up network of an
+    FPN (the FPN itself is box-domain), the whole backbone otherwise (R50-C4: stem and res2-res4).
+
+    Returns:
+        str: a submodule path relative to the meta-architecture.
+    """
+    return "backbone.bottom_up" if isinstance(backbone, FPN) else "backbone"
+
+
+class BoxDomainPretraining:
+    """
+    A mixin for a Detectron2 detector subclass: call :meth:`setup_box_domain` at the end of
+    ``__init__``. It adds the EMA target network ``momentum.*`` (moved by
+    :meth:`momentum_update`, which the trainer's ``MomentumScheduleHook`` calls after each step),
+    freezes the image-domain backbone (no gradient, batch norms in eval mode in both copies), and
+    turns ``{"views": [v1, v2]}`` inputs into per-view image batches and targets.
+    """
+
+    def setup_box_domain(self, online: Dict[str, torch.nn.Module], frozen_path=None):
+        """
+        Args:
+            online (dict[str, nn.Module]): the attribute names and modules the target copies.
+            frozen_path (str or None): submodule path to freeze (see :func:`frozen_backbone_path`).
+        """
+        self.frozen_path = frozen_path
+        if frozen_path is not None:
+            self.get_submodule(frozen_path).requires_grad_(False)
+        # Copied after freezing: the copy's parameters take no gradient either way.
+        self.momentum = MomentumCopy(online)
+        self.train(self.training)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if getattr(self, "frozen_path", None) is not None:
+            self.get_submodule(self.frozen_path).eval()
+            if hasattr(self, "momentum"):
+                self.momentum.get_submodule(self.frozen_path).eval()
+        return self
+
+    @property
+    def has_unused_parameters(self):
+        """Every trainable parameter takes part in the losses."""
+        return False
+
+    @torch.no_grad()
+    def momentum_update(self, momentum):
+        """
+        One EMA step of the target network towards the online one (buffers copied).
+
+        Args:
+            momentum (float): m in [0, 1].
+        """
+        self.momentum.update(self, momentum)
+
+    def split_views(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs (list[dict]): per image ``{"views": [v1, v2]}``, each view
+                ``{"image": (3, H, W) uint8, "instances": Instances(gt_boxes, gt_ids)}``.
+
+        Returns:
+            tuple: ``(views1, targets1, views2, targets2)``: the view dicts of each side and
+            their Instances on the model's device with ids unique in the batch.
+        """
+        for i, x in enumerate(batched_inputs):
+            if "views" not in x or len(x["views"]) != 2:
+                raise ValueError(
+                    f"Input {i} must have 'views': [view1, view2] (keys {sorted(x)}); check "
+                    "SSL.MAPPER (BoxDomainMapper)"
+                )
+            for v in x["views"]:
+                if "instances" not in v or not v["instances"].has("gt_ids"):
+                    raise ValueError(f"Input {i}: each view needs 'instances' with gt_ids")
+        views1 = [x["views"][0] for x in batched_inputs]
+        views2 = [x["views"][1] for x in batched_inputs]
+        targets1 = batch_unique_ids([v["instances"].to(self.device) for v in views1])
+        targets2 = batch_unique_ids([v["instances"].to(self.device) for v in views2])
+        return views1, targets1, views2, targets2
