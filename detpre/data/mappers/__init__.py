@@ -3,7 +3,6 @@
 from .box_domain import BoxDomainMapper
 from .finetune import RobustDatasetMapper
 from .insloc_composition import InsLocCompositionMapper
-from .loca_views import LocaViewsMapper  # noqa: F401  registers LocaViewsMapper
 from .two_views import TwoCropsMapper, TwoViewsMapper
 
 __all__ = [
