@@ -114,6 +114,11 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
     def from_config(cls, cfg):
         if cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON:
             raise ValueError("AlignDet pretrains boxes only: set MODEL.MASK_ON and KEYPOINT_ON False")
+        if not cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG:
+            raise ValueError(
+                "AlignDet regresses proposal boxes class-agnostically: set "
+                "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True (and in the fine-tuning config)"
+            )
         ret = GeneralizedRCNN.from_config(cfg)
         in_dim = ret["roi_heads"].box_predictor.bbox_pred.in_features
         ret.update(

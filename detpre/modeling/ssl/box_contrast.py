@@ -31,7 +31,9 @@ def box_id_contrast(q, q_ids, k, k_ids, temperature):
         negative).
     """
     if q.dim() != 2 or k.dim() != 2 or q.shape[1] != k.shape[1]:
-        raise ValueError(f"q and k must be (N, D) with one D, got {tuple(q.shape)}, {tuple(k.shape)}")
+        raise ValueError(
+            f"q and k must be (N, D) with one D, got {tuple(q.shape)}, {tuple(k.shape)}"
+        )
     if q_ids.shape != q.shape[:1] or k_ids.shape != k.shape[:1]:
         raise ValueError("q_ids and k_ids must have one id per embedding")
     if temperature <= 0:
@@ -61,8 +63,9 @@ def box_id_contrast(q, q_ids, k, k_ids, temperature):
     loss = per_query.sum() / num_ids
 
     with torch.no_grad():
-        best_pos = torch.where(pos_k, s_qk, torch.full_like(s_qk, -torch.inf)).amax(1)
-        best_pos_q = torch.where(pos_q, s_qq, torch.full_like(s_qq, -torch.inf)).amax(1)
-        best_pos = torch.maximum(best_pos, best_pos_q)
+        pos = torch.cat(
+            [s_qk.masked_fill(~pos_k, -torch.inf), s_qq.masked_fill(~pos_q, -torch.inf)], 1
+        )
+        best_pos = pos.amax(1)
         acc = (best_pos > neg.amax(1)).float().mean()
     return loss, acc

@@ -37,7 +37,8 @@ def build_momentum_copy(online):
 def momentum_update(online, target, momentum, copy_buffers=True):
     """
     In place: ``target_param = momentum * target_param + (1 - momentum) * online_param`` for every
-    parameter, and (optionally) every buffer of ``online`` copied into ``target``.
+    trainable parameter, frozen ones (``requires_grad=False`` online) copied, and (optionally)
+    every buffer of ``online`` copied into ``target``.
 
     Args:
         online (nn.Module): the online network.
@@ -53,7 +54,12 @@ def momentum_update(online, target, momentum, copy_buffers=True):
         missing = sorted(set(online_params) ^ set(target_params))[:5]
         raise ValueError(f"online and momentum networks differ in parameters: {missing}")
     for name, p_t in target_params.items():
-        p_t.mul_(momentum).add_(online_params[name].detach(), alpha=1.0 - momentum)
+        p_o = online_params[name].detach()
+        if online_params[name].requires_grad:
+            p_t.mul_(momentum).add_(p_o, alpha=1.0 - momentum)
+        else:
+            # A frozen online parameter: the EMA's fixed point, without float drift.
+            p_t.copy_(p_o)
     if copy_buffers:
         online_buffers = dict(online.named_buffers())
         for name, b_t in target.named_buffers():
