@@ -197,3 +197,40 @@ def test_missing_proposals_file_says_how_to_make_it(tmp_path, monkeypatch):
     cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False
     with pytest.raises(ValueError, match="CLS_AGNOSTIC_BBOX_REG"):
         build_model(cfg)
+
+
+def test_retinanet_box_domain_step_and_export(repo_root, tmp_path, run_momentum_hook):
+    cfg = get_detpre_cfg()
+    cfg.merge_from_file(
+        os.path.join(repo_root, "configs/pretrain/aligndet_retinanet_R50_FPN_cpu_coco.yaml")
+    )
+    cfg.merge_from_list(["ALIGNDET.ROIS_PER_IMAGE", "16", "SOLVER.WARMUP_ITERS", "0"])
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    assert model.head.cls_score is None
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = build_pretrain_optimizer(cfg, model)
+    with EventStorage(0) as storage:
+        losses = model(_batch(0))
+    assert set(losses) == {"loss_aligndet_contrast", "loss_aligndet_box_reg"}
+    assert 0 < storage.latest()["aligndet/anchors_per_image"][0] <= 16
+    sum(losses.values()).backward()
+    optimizer.step()
+    run_momentum_hook(model, cfg, 0, 10)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in after if "bottom_up." in k)
+    for group in ("head.cls_subnet.", "head.bbox_subnet.", "head.bbox_pred.", "backbone.fpn_"):
+        assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(group))
+
+    path = str(tmp_path / "retina_d2.pth")
+    FinetuneExporter(cfg)(model.state_dict(), path)
+    ft = get_detpre_cfg()
+    ft.merge_from_file(os.path.join(repo_root, "configs/finetune/retinanet_R50_FPN_1x_coco.yaml"))
+    ft.MODEL.DEVICE = "cpu"
+    d2 = build_model(ft)
+    checkpointer = DetpreCheckpointer(d2)
+    checkpointer.load(path)
+    exported = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    missing = sorted(set(d2.state_dict()) - set(exported))
+    assert missing == ["head.cls_score.bias", "head.cls_score.weight"]
+    assert all(r.unexpected == 0 and r.mismatched == 0 for r in checkpointer.last_load_report)

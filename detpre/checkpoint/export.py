@@ -25,7 +25,8 @@ MOMENTUM_PREFIX = "momentum."
 
 def detectron2_target_shapes(cfg):
     """
-    The keys and shapes of the ``GeneralizedRCNN`` a pretraining config fine-tunes into.
+    The keys and shapes of the detector a pretraining config fine-tunes into
+    (``SSL.EXPORT_META_ARCHITECTURE``: ``GeneralizedRCNN`` or ``RetinaNet``).
 
     Args:
         cfg (CfgNode): the pretraining config; its ``MODEL.*`` keys describe the detector.
@@ -35,7 +36,7 @@ def detectron2_target_shapes(cfg):
     """
     cfg = cfg.clone()
     cfg.defrost()
-    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    cfg.MODEL.META_ARCHITECTURE = cfg.SSL.EXPORT_META_ARCHITECTURE
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     # SyncBN holds the same tensors as BN and needs no process group to be built.

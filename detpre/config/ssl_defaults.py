@@ -43,6 +43,9 @@ def add_ssl_config(cfg):
     _C.SSL.SHUFFLE_BN = True
     # Which copy the fine-tuning checkpoint exports: "online" (query encoder) or "momentum".
     _C.SSL.EXPORT = "online"
+    # The fine-tuning meta-architecture whose state-dict keys the export keeps
+    # ("GeneralizedRCNN" for Faster / Mask R-CNN, "RetinaNet").
+    _C.SSL.EXPORT_META_ARCHITECTURE = "GeneralizedRCNN"
     # Optimizer: "SGD" (Detectron2's, SOLVER.MOMENTUM / NESTEROV), "LARS" (SlotCon) or "AdamW"
     # (LOCA); LARS and AdamW exempt 1-D parameters (biases, norms) from weight decay.
     _C.SSL.OPTIMIZER = "SGD"

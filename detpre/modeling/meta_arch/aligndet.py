@@ -113,7 +113,9 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
     @classmethod
     def from_config(cls, cfg):
         if cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON:
-            raise ValueError("AlignDet pretrains boxes only: set MODEL.MASK_ON and KEYPOINT_ON False")
+            raise ValueError(
+                "AlignDet pretrains boxes only: set MODEL.MASK_ON and KEYPOINT_ON False"
+            )
         if not cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG:
             raise ValueError(
                 "AlignDet regresses proposal boxes class-agnostically: set "

@@ -1,0 +1,173 @@
+"""AlignDet's box-domain pretraining of a whole RetinaNet (backbone, FPN, head subnets, box branch)."""
+
+from typing import Dict, List
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+from detectron2.structures import Boxes, pairwise_iou
+from torch import nn
+
+from ..ssl import box_id_contrast
+from .box_domain import BoxDomainPretraining, frozen_backbone_path
+from .momentum_contrast import _put_scalars
+
+__all__ = ["AlignDetRetinaNet"]
+
+
+@META_ARCH_REGISTRY.register()
+class AlignDetRetinaNet(BoxDomainPretraining, RetinaNet):
+    """
+    AlignDet (Li et al., "AlignDet: Aligning Pre-training and Fine-tuning in Object Detection",
+    ICCV 2023), box-domain stage, for Detectron2's ``RetinaNet`` (R50-FPN), as the release's
+    ``SelfSupRetinaHead``: the classification convolution is replaced by a projector
+    (1x1 conv - ReLU - 1x1 conv to one embedding per anchor, ``ssl_head.projector``) on the
+    classification subnet's features; anchors matched to a proposal by RetinaNet's own anchor
+    matcher take its id; InfoNCE between online (view 1) and EMA target (view 2) anchor embeddings
+    of the same id, anchors of other ids in both views negatives; the box branch
+    (``head.bbox_subnet``, ``head.bbox_pred``) regresses the matched proposal with an L1 loss.
+    The exported weights are ``RetinaNet``'s, ``head.cls_score`` excepted.
+    """
+
+    method = "aligndet"
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        projector,
+        temperature,
+        anchors_per_image,
+        freeze_backbone,
+        contrast_weight=1.0,
+        box_reg_weight=1.0,
+        **kwargs,
+    ):
+        """
+        Args:
+            projector (nn.Module): (N, C, H, W) -> (N, A * D, H, W) anchor embeddings.
+            temperature (float): InfoNCE temperature.
+            anchors_per_image (int): at most this many matched anchors per image (random).
+            freeze_backbone (bool): freeze the bottom-up ResNet.
+            contrast_weight, box_reg_weight (float): loss weights.
+            kwargs: the arguments of ``RetinaNet``.
+        """
+        super().__init__(**kwargs)
+        # Replaced by the projector: neither trained nor exported.
+        self.head.cls_score = None
+        self.ssl_head = nn.ModuleDict({"projector": projector})
+        self.temperature = temperature
+        self.anchors_per_image = anchors_per_image
+        self.contrast_weight = contrast_weight
+        self.box_reg_weight = box_reg_weight
+        online = {"backbone": self.backbone, "head": self.head, "ssl_head": self.ssl_head}
+        frozen = frozen_backbone_path(self.backbone) if freeze_backbone else None
+        self.setup_box_domain(online, frozen)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = RetinaNet.from_config(cfg)
+        channels = ret["head"].bbox_subnet[0].in_channels
+        num_anchors = ret["anchor_generator"].num_cell_anchors[0]
+        ret.update(
+            projector=nn.Sequential(
+                nn.Conv2d(channels, channels, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(channels, num_anchors * cfg.ALIGNDET.PROJ_DIM, 1),
+            ),
+            temperature=cfg.ALIGNDET.TEMPERATURE,
+            anchors_per_image=cfg.ALIGNDET.ROIS_PER_IMAGE,
+            freeze_backbone=cfg.ALIGNDET.FREEZE_BACKBONE,
+            contrast_weight=cfg.ALIGNDET.CONTRAST_WEIGHT,
+            box_reg_weight=cfg.ALIGNDET.BOX_REG_WEIGHT,
+        )
+        return ret
+
+    @torch.no_grad()
+    def match_anchors(self, anchors: Boxes, targets):
+        """
+        Args:
+            anchors (Boxes): (R, 4) all anchors of the batch's padded size.
+            targets (list[Instances]): ``gt_boxes``, ``gt_ids`` per image.
+
+        Returns:
+            list[tuple[Tensor, Tensor, Tensor]]: per image, the indices of the anchors matched
+            (label 1 of the anchor matcher; at most ``anchors_per_image``), their ids and their
+            proposal boxes (K, 4).
+        """
+        out = []
+        for t in targets:
+            if len(t) == 0:
+                empty = torch.zeros(0, dtype=torch.long, device=anchors.device)
+                out.append((empty, empty, anchors.tensor[:0]))
+                continue
+            matched, labels = self.anchor_matcher(pairwise_iou(t.gt_boxes, anchors))
+            keep = torch.nonzero(labels == 1).squeeze(1)
+            if keep.numel() > self.anchors_per_image:
+                keep = keep[torch.randperm(keep.numel(), device=keep.device)]
+                keep = keep[: self.anchors_per_image]
+            out.append((keep, t.gt_ids[matched[keep]], t.gt_boxes.tensor[matched[keep]]))
+        return out
+
+    def branch(self, net, views, targets):
+        """
+        Returns:
+            dict: ``ids`` (K,), ``embeddings`` (K, D), ``deltas`` (K, 4) and ``gt_deltas``
+            (K, 4) of the matched anchors of all images.
+        """
+        images = self.preprocess_image(views)
+        features = net.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        anchors = Boxes.cat(self.anchor_generator(features))
+        dim = (
+            self.ssl_head["projector"][-1].out_channels // self.anchor_generator.num_cell_anchors[0]
+        )
+        emb = [net.ssl_head["projector"](net.head.cls_subnet(f)) for f in features]
+        deltas = [net.head.bbox_pred(net.head.bbox_subnet(f)) for f in features]
+        emb = torch.cat([permute_to_N_HWA_K(x, dim) for x in emb], dim=1)
+        deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in deltas], dim=1)
+        ids, out_emb, out_deltas, gt_deltas = [], [], [], []
+        for i, (keep, ids_i, boxes_i) in enumerate(self.match_anchors(anchors, targets)):
+            ids.append(ids_i)
+            out_emb.append(emb[i, keep])
+            out_deltas.append(deltas[i, keep])
+            gt_deltas.append(self.box2box_transform.get_deltas(anchors.tensor[keep], boxes_i))
+        cat = torch.cat
+        return {
+            "ids": cat(ids),
+            "embeddings": cat(out_emb),
+            "deltas": cat(out_deltas),
+            "gt_deltas": cat(gt_deltas),
+        }
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs (list[dict]): see :meth:`split_views`.
+
+        Returns:
+            dict[str, Tensor]: ``loss_aligndet_contrast`` and ``loss_aligndet_box_reg``.
+        """
+        if not self.training:
+            raise NotImplementedError("AlignDetRetinaNet is a pretraining model: train mode only")
+        views1, targets1, views2, targets2 = self.split_views(batched_inputs)
+        online = self.branch(self, views1, targets1)
+        with torch.no_grad():
+            target = self.branch(self.momentum, views2, targets2)
+        loss_contrast, acc = box_id_contrast(
+            online["embeddings"], online["ids"], target["embeddings"], target["ids"],
+            self.temperature,
+        )  # fmt: skip
+        num = max(1, len(online["ids"]))
+        loss_box = (online["deltas"] - online["gt_deltas"]).abs().sum() / num
+        _put_scalars(
+            {
+                f"[metric]{self.method}/acc": acc,
+                f"{self.method}/anchors_per_image": len(online["ids"]) / len(views1),
+            }
+        )
+        return {
+            f"loss_{self.method}_contrast": self.contrast_weight * loss_contrast,
+            f"loss_{self.method}_box_reg": self.box_reg_weight * loss_box,
+        }
