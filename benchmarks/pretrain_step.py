@@ -11,7 +11,9 @@ same images in the same order, and moved to the device before timing. Blocks of 
 alternate between the methods for ``--rounds`` rounds (the order reversed every round), so machine
 noise hits all alike; on CPU, torch runs one thread unless ``--threads`` says otherwise. It prints
 the median ms/iter and images/s (samples of two views) of each method and, per backbone, the ratio
-method / baseline (targets: InsLoc / MoCo-v2 <= 1.15 on R50-C4, <= 1.30 on R50-FPN).
+method / baseline (targets: InsLoc / MoCo-v2 <= 1.15 on R50-C4, <= 1.30 on R50-FPN). SlotCon and LOCA are
+compared with MoCo-v2; AlignDet with a supervised Mask R-CNN step on the same images (run
+``tools/prepare_proposals.py --dataset coco_tiny_train`` first).
 
     python benchmarks/pretrain_step.py
     python benchmarks/pretrain_step.py --backbones FPN --batch-size 32 --amp --channels-last
@@ -26,7 +28,7 @@ import time
 from typing import Dict, NamedTuple, Optional
 
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
@@ -52,6 +54,12 @@ class Method(NamedTuple):
     baseline: Optional[str] = None
     # Backbone -> the highest acceptable ms/iter ratio to the baseline.
     targets: Optional[Dict[str, float]] = None
+    # Device -> config suffix, where the method's recipes are not RECIPES.
+    recipes: Optional[Dict[str, str]] = None
+    # The dataset it runs on instead of --dataset (e.g. a proposals dataset).
+    dataset: Optional[str] = None
+    # A supervised detector step (Detectron2's DatasetMapper on labeled images, no momentum).
+    supervised: bool = False
 
 
 METHODS = (
@@ -61,6 +69,29 @@ METHODS = (
         "pretrain/insloc_R50_{backbone}_{recipe}.yaml",
         "MoCo-v2",
         {"C4": 1.15, "FPN": 1.30},
+    ),
+    Method("SlotCon", "pretrain/slotcon_R50_{backbone}_{recipe}.yaml", "MoCo-v2"),
+    Method(
+        "LOCA",
+        "pretrain/loca_R50_{backbone}_{recipe}.yaml",
+        "MoCo-v2",
+        recipes={"cpu": "cpu_imagenet_sample", "cuda": "100ep_imagenet"},
+    ),
+    # AlignDet against a supervised Mask R-CNN step on the same images (coco_tiny_train) at the
+    # same input sizes. Its proposals come first:
+    #   python tools/prepare_proposals.py --dataset coco_tiny_train --preset aligndet
+    Method(
+        "MaskRCNN",
+        "finetune/mask_rcnn_R50_{backbone}_cpu_coco_tiny.yaml",
+        dataset="coco_tiny_train",
+        supervised=True,
+    ),
+    Method(
+        "AlignDet",
+        "pretrain/aligndet_R50_{backbone}_{recipe}.yaml",
+        "MaskRCNN",
+        recipes={"cpu": "cpu_coco", "cuda": "12ep_coco"},
+        dataset="coco_tiny_train_proposals_aligndet",
     ),
 )
 
@@ -95,23 +126,26 @@ def build_cfg(method, backbone, args):
     Returns:
         CfgNode: frozen, with the schedule derived as ``PretrainTrainer`` does.
     """
-    path = os.path.join(CONFIG_DIR, method.config.format(backbone=backbone, recipe=args.recipe))
+    recipe = (method.recipes or {}).get(args.device, args.recipe)
+    path = os.path.join(CONFIG_DIR, method.config.format(backbone=backbone, recipe=recipe))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{method.name} R50-{backbone}: no config {path}")
     cfg = get_detpre_cfg()
     cfg.merge_from_file(path)
     cfg.MODEL.DEVICE = args.device
-    cfg.DATASETS.TRAIN = (args.dataset,)
+    cfg.DATASETS.TRAIN = (method.dataset or args.dataset,)
     cfg.SOLVER.IMS_PER_BATCH = args.batch_size
     cfg.SOLVER.AMP.ENABLED = args.amp
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     register_from_config(cfg)
+    if method.supervised:
+        return cfg
     num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
     return derive_schedule(cfg, num_images)
 
 
-def build_batches(cfg, num_batches):
+def build_batches(cfg, num_batches, supervised=False):
     """
     Batches from the method's pretext mapper, over the training images in order (skipped images
     replaced by the next ones), on ``cfg.MODEL.DEVICE``.
@@ -124,8 +158,12 @@ def build_batches(cfg, num_batches):
         list[list[dict]]: ``num_batches`` lists of ``cfg.SOLVER.IMS_PER_BATCH`` mapped inputs.
     """
     seed_all_rng(0)
-    dicts = get_pretrain_dicts(cfg)
-    mapper = build_pretrain_mapper(cfg, dicts)
+    if supervised:
+        dicts = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])
+        mapper = DatasetMapper(cfg, is_train=True)
+    else:
+        dicts = get_pretrain_dicts(cfg)
+        mapper = build_pretrain_mapper(cfg, dicts)
     needed = num_batches * cfg.SOLVER.IMS_PER_BATCH
     inputs = []
     for i, d in enumerate(itertools.cycle(dicts)):
@@ -143,8 +181,9 @@ def build_batches(cfg, num_batches):
 class StepRunner:
     """A method's model, optimizer and batches, stepped as the pretraining trainer does."""
 
-    def __init__(self, cfg, num_batches, channels_last=False):
-        self.batches = build_batches(cfg, num_batches)
+    def __init__(self, cfg, num_batches, channels_last=False, supervised=False):
+        self.batches = build_batches(cfg, num_batches, supervised)
+        self.supervised = supervised
         seed_all_rng(0)
         model = PretrainTrainer.build_model(cfg)
         if channels_last:
@@ -154,10 +193,12 @@ class StepRunner:
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self.trainer = trainer_cls(model, itertools.cycle(self.batches), optimizer)
         self.device = torch.device(cfg.MODEL.DEVICE)
+        self.model_momentum = cfg.SSL.MOMENTUM
 
     def step(self):
         self.trainer.run_step()
-        self.model.momentum_update()
+        if not self.supervised:
+            self.model.momentum_update(self.model_momentum)
         self.trainer.iter += 1
 
     def time_block(self, n):
@@ -190,7 +231,9 @@ def benchmark_backbone(backbone, methods, args):
         dict[str, list[float]]: method name -> ms/iter of each round.
     """
     runners = {
-        m.name: StepRunner(build_cfg(m, backbone, args), args.iters, args.channels_last)
+        m.name: StepRunner(
+            build_cfg(m, backbone, args), args.iters, args.channels_last, m.supervised
+        )
         for m in methods
     }
     times = {name: [] for name in runners}

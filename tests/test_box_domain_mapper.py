@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from detectron2.structures import BoxMode
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -17,6 +17,7 @@ import argparse
 import os
 
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from detpre.config import add_detpre_config
@@ -105,10 +106,19 @@ def main(args):
         seed=args.seed,
         **filters,
     )
-    name = os.path.splitext(os.path.basename(args.output))[0]
     print(
         f"{summary['num_proposals']} proposals of {summary['num_images']} images in "
-        f"{args.output} ({len(summary['skipped'])} unreadable images skipped). Use them with:\n"
+        f"{args.output} ({len(summary['skipped'])} unreadable images skipped)."
+    )
+    predefined = f"{args.dataset}_proposals_{args.preset}"
+    if predefined in DatasetCatalog.list() and os.path.abspath(args.output) == os.path.abspath(
+        proposals_json_path(args.dataset, args.preset)
+    ):
+        print(f"Use them with: DATASETS.TRAIN \"('{predefined}',)\"")
+        return
+    name = os.path.splitext(os.path.basename(args.output))[0]
+    print(
+        "Use them with:\n"
         f"""  DATASETS.REGISTER_COCO "[('{name}', '{os.path.abspath(args.output)}', """
         f"""'{summary['image_root']}')]" DATASETS.TRAIN "('{name}',)" """
     )

@@ -2,12 +2,15 @@
 """
 detpre's main job on the bundled data (what ``make demo`` runs):
 
-1. pretrain R50-FPN without labels on ``imagenet_sample_unlabeled`` with InsLoc and with MoCo-v2,
-   on the same budget (same images, batch and epochs);
+1. pretrain R50-FPN without labels on ``imagenet_sample_unlabeled`` with InsLoc, MoCo-v2, SlotCon
+   and LOCA, on the same budget (same images and epochs); AlignDet then takes the InsLoc backbone
+   through its box-domain stage on selective-search proposals of ``coco_tiny_train``;
 2. read out each pretrained network's localization (InsLoc's 3x3-patch linear probe);
 3. fine-tune Mask R-CNN R50-FPN on ``coco_tiny_train`` from each, and from random initialisation,
    with the same schedule, and evaluate on ``coco_tiny_val`` (COCO bbox and segm AP, pycocotools);
-4. print one table and write it to ``OUTPUT/results.md`` and ``results.csv``.
+4. print one table and write it to ``OUTPUT/results.md`` and ``results.csv``;
+5. with ``--self-train``, run ``tools/self_train.py`` (teacher, pseudo-labels, student) on the
+   bundled data and print its teacher / student table (``OUTPUT/selftrain/results.md``).
 
 Every stage is the real command-line tool in a subprocess; a stage whose output exists is skipped
 and an interrupted one resumes from its last checkpoint, so rerunning continues where it stopped.
@@ -29,14 +32,21 @@ from detpre.evaluation import format_markdown
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE_CONFIG = "configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml"
 PROBE_CONFIG = "configs/pretrain/Base-Pretrain-R50-FPN.yaml"
+ALIGNDET_FINETUNE_CONFIG = "configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny_aligndet.yaml"
+SELF_TRAIN_CONFIG = "configs/selftrain/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml"
 # name -> (label in the table, pretraining config or None for random initialisation)
 METHODS = OrderedDict(
     [
         ("random", ("random init", None)),
         ("moco_v2", ("MoCo-v2", "configs/pretrain/moco_v2_R50_FPN_cpu_imagenet_sample.yaml")),
         ("insloc", ("InsLoc", "configs/pretrain/insloc_R50_FPN_cpu_imagenet_sample.yaml")),
+        ("slotcon", ("SlotCon", "configs/pretrain/slotcon_R50_FPN_cpu_imagenet_sample.yaml")),
+        ("loca", ("LOCA", "configs/pretrain/loca_R50_FPN_cpu_imagenet_sample.yaml")),
+        ("aligndet", ("InsLoc + AlignDet", "configs/pretrain/aligndet_R50_FPN_cpu_coco.yaml")),
     ]
 )
+# Methods whose pretraining starts from another method's output (a two-stage recipe).
+INIT_FROM = {"aligndet": "insloc"}
 
 
 def run(cmd):
@@ -61,10 +71,17 @@ def probe(weights, out_file, dataset, opts):
         return json.load(f)
 
 
-def finetune(weights, out_dir, opts):
+def proposals(out_dir):
+    """Selective-search proposals of coco_tiny_train for AlignDet, under ``out_dir``."""
+    os.environ["DETPRE_PROPOSALS"] = out_dir
+    if not os.path.exists(os.path.join(out_dir, "coco_tiny_train_aligndet.json")):
+        run(["tools/prepare_proposals.py", "--dataset", "coco_tiny_train", "--preset", "aligndet"])
+
+
+def finetune(weights, out_dir, opts, config=FINETUNE_CONFIG):
     results = os.path.join(out_dir, "results.csv")
     if not os.path.exists(results):
-        cmd = ["tools/train_net.py", "--config-file", FINETUNE_CONFIG, "--resume"]
+        cmd = ["tools/train_net.py", "--config-file", config, "--resume"]
         run(cmd + ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir] + opts)
     with open(results) as f:
         return {row["task"]: row for row in csv.DictReader(f)}
@@ -78,6 +95,10 @@ def main():
     parser.add_argument("--pretrain-opts", nargs="*", default=[], help="KEY VALUE overrides")
     parser.add_argument("--finetune-opts", nargs="*", default=[], help="KEY VALUE overrides")
     parser.add_argument("--probe-opts", nargs="*", default=[], help="probe options")
+    parser.add_argument(
+        "--self-train", action="store_true", help="also run the self-training pipeline"
+    )
+    parser.add_argument("--self-train-opts", nargs="*", default=[], help="KEY VALUE overrides")
     args = parser.parse_args()
     out = os.path.abspath(args.output_dir)
 
@@ -86,13 +107,23 @@ def main():
         label, config = METHODS[name]
         weights = ""
         row = OrderedDict(method=label)
+        opts = list(args.pretrain_opts)
+        if name in INIT_FROM:
+            base_config = METHODS[INIT_FROM[name]][1]
+            base = pretrain(base_config, os.path.join(out, INIT_FROM[name], "pretrain"), opts)
+            opts += ["MODEL.WEIGHTS", base]
+        if name == "aligndet":
+            proposals(os.path.join(out, "proposals"))
         if config is not None:
-            weights = pretrain(config, os.path.join(out, name, "pretrain"), args.pretrain_opts)
+            weights = pretrain(config, os.path.join(out, name, "pretrain"), opts)
         readout = probe(
             weights, os.path.join(out, name, "probe.json"), args.probe_dataset, args.probe_opts
         )
         row["loc. readout %"] = 100.0 * readout["test_acc"]
-        results = finetune(weights, os.path.join(out, name, "finetune"), args.finetune_opts)
+        ft_config = ALIGNDET_FINETUNE_CONFIG if name == "aligndet" else FINETUNE_CONFIG
+        results = finetune(
+            weights, os.path.join(out, name, "finetune"), args.finetune_opts, ft_config
+        )
         for task in ("bbox", "segm"):
             for metric in ("AP", "AP50"):
                 row[f"{task} {metric}"] = float(results[task][metric])
@@ -106,6 +137,18 @@ def main():
         writer.writeheader()
         writer.writerows(rows)
     print(f"\nMask R-CNN R50-FPN, coco_tiny_train -> coco_tiny_val ({out}/results.md):\n{table}")
+    if args.self_train:
+        self_train(os.path.join(out, "selftrain"), args.self_train_opts)
+
+
+def self_train(out_dir, opts):
+    """Teacher -> pseudo-labels -> student on the bundled data (resumes; skips when done)."""
+    results = os.path.join(out_dir, "results.md")
+    if not os.path.exists(results):
+        cmd = ["tools/self_train.py", "--config-file", SELF_TRAIN_CONFIG, "OUTPUT_DIR", out_dir]
+        run(cmd + opts)
+    with open(results) as f:
+        print(f"\nSelf-training, coco_tiny_train + unlabeled -> coco_tiny_val:\n{f.read()}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from .aligndet_defaults import add_aligndet_config
 from .loca_defaults import add_loca_config
 from .selftrain_defaults import add_selftrain_config
 from .slotcon_defaults import add_slotcon_config
-from .strong_aug_defaults import add_strong_aug_config
 from .ssl_defaults import add_insloc_config, add_moco_config, add_pixel_aug_config, add_ssl_config
+from .strong_aug_defaults import add_strong_aug_config
 
 
 def add_dataset_config(cfg):

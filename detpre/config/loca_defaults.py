@@ -1,9 +1,137 @@
-"""Config node of LOCA."""
+"""
+Config nodes of LOCA and of the ViTDet backbone it pretrains.
+
+``MODEL.VIT`` and ``MODEL.SIMPLE_FEATURE_PYRAMID`` describe Detectron2's ViTDet backbone
+(``detectron2.modeling.backbone.vit``) for the yacs builder ``build_vitdet_backbone``; their
+defaults are the stock ViTDet-B Mask R-CNN (``projects/ViTDet/configs/COCO/
+mask_rcnn_vitdet_b_100ep.py``). ``LOCA`` holds the pretext task; the optimizer, schedule, momentum
+and export keys are the shared ``SSL.*`` / ``SOLVER.*`` ones, set in the LOCA YAML files.
+"""
 
 from detectron2.config import CfgNode as CN
 
 
+def add_vitdet_backbone_config(cfg):
+    """Keys of ``build_vitdet_backbone``: a ViT (``MODEL.VIT``) under a SimpleFeaturePyramid."""
+    _C = cfg
+    _C.MODEL.VIT = CN()
+    # Input size the relative position tables are sized for (ViTDet: 1024, its LSJ crop).
+    _C.MODEL.VIT.IMG_SIZE = 1024
+    # Side of the square patches (ViT-B/16).
+    _C.MODEL.VIT.PATCH_SIZE = 16
+    # Token width (ViT-B: 768).
+    _C.MODEL.VIT.EMBED_DIM = 768
+    # Number of transformer blocks (ViT-B: 12).
+    _C.MODEL.VIT.DEPTH = 12
+    # Attention heads per block (ViT-B: 12).
+    _C.MODEL.VIT.NUM_HEADS = 12
+    # Hidden width of each block's MLP as a multiple of EMBED_DIM.
+    _C.MODEL.VIT.MLP_RATIO = 4.0
+    # Learnable bias in the query / key / value projection.
+    _C.MODEL.VIT.QKV_BIAS = True
+    # Stochastic depth rate of the last block (linearly increasing from 0; ViTDet-B and LOCA: 0.1).
+    _C.MODEL.VIT.DROP_PATH_RATE = 0.1
+    # Learned absolute position embeddings, stored at PRETRAIN_IMG_SIZE and resized to the input.
+    _C.MODEL.VIT.USE_ABS_POS = True
+    # Decomposed relative position biases in the attention (ViTDet: True). Their tables are new in
+    # fine-tuning: a checkpoint pretrained without them leaves them at their (zero) initialisation.
+    _C.MODEL.VIT.USE_REL_POS = True
+    # Initialise the relative position tables to zero.
+    _C.MODEL.VIT.REL_POS_ZERO_INIT = True
+    # Side of the attention windows of the blocks in WINDOW_BLOCK_INDEXES (ViTDet: 14).
+    _C.MODEL.VIT.WINDOW_SIZE = 14
+    # Blocks with window attention; the others attend globally (ViTDet-B: global in 2, 5, 8, 11).
+    _C.MODEL.VIT.WINDOW_BLOCK_INDEXES = [0, 1, 3, 4, 6, 7, 9, 10]
+    # Blocks followed by a convolutional residual block (ViTDet-B: none).
+    _C.MODEL.VIT.RESIDUAL_BLOCK_INDEXES = []
+    # Image size the absolute position embeddings are stored at (ViTDet: 224).
+    _C.MODEL.VIT.PRETRAIN_IMG_SIZE = 224
+    # The stored position embeddings have one extra leading slot, for a class token (ViTDet's
+    # default, MAE's layout). The ViT never has a class token; the slot is only skipped, and
+    # keeping it makes the pretrained ``pos_embed`` load into the stock ViTDet configs.
+    _C.MODEL.VIT.PRETRAIN_USE_CLS_TOKEN = True
+    # Name of the ViT's single output feature.
+    _C.MODEL.VIT.OUT_FEATURE = "last_feat"
+
+    _C.MODEL.SIMPLE_FEATURE_PYRAMID = CN()
+    # Channels of every pyramid level (ViTDet: 256).
+    _C.MODEL.SIMPLE_FEATURE_PYRAMID.OUT_CHANNELS = 256
+    # Rescaling of the stride-16 ViT map into levels p2-p5 (ViTDet: 4, 2, 1, 0.5); a max-pool top
+    # block adds p6.
+    _C.MODEL.SIMPLE_FEATURE_PYRAMID.SCALE_FACTORS = (4.0, 2.0, 1.0, 0.5)
+    # Norm of the pyramid convs (ViTDet: "LN").
+    _C.MODEL.SIMPLE_FEATURE_PYRAMID.NORM = "LN"
+    # Pad every batch to this square side (ViTDet: 1024); 0 pads to SCALE_FACTORS' largest stride.
+    _C.MODEL.SIMPLE_FEATURE_PYRAMID.SQUARE_PAD = 1024
+
+
 def add_loca_config(cfg):
-    """LOCA: Caron et al., "Location-Aware Self-Supervised Transformers for Semantic Segmentation", 2022."""
+    """
+    LOCA: Caron et al., "Location-Aware Self-Supervised Transformers for Semantic Segmentation",
+    2022; also adds the ViTDet backbone keys (:func:`add_vitdet_backbone_config`).
+    """
+    add_vitdet_backbone_config(cfg)
     _C = cfg
     _C.LOCA = CN()
+    # --- Views (LocaViewsMapper) ---
+    # Side of the square reference view; the token grid is this over the stride (224 / 16 = 14).
+    _C.LOCA.REFERENCE_SIZE = 224
+    # Area range of the reference crop, as a fraction of the image.
+    _C.LOCA.REFERENCE_SCALE = (0.32, 1.0)
+    # Probability of a horizontal flip of the reference (LOCA: never flipped).
+    _C.LOCA.REFERENCE_FLIP_PROB = 0.0
+    # Side of the large ("random") query.
+    _C.LOCA.QUERY_SIZE = 224
+    # Area range of the large query crop.
+    _C.LOCA.QUERY_SCALE = (0.32, 1.0)
+    # Number of small ("focal") queries.
+    _C.LOCA.NUM_FOCAL_QUERIES = 9
+    # Side of each focal query.
+    _C.LOCA.FOCAL_SIZE = 96
+    # Area range of each focal query crop.
+    _C.LOCA.FOCAL_SCALE = (0.05, 0.32)
+    # Aspect-ratio range of every crop (sampled log-uniformly; TF's sample_distorted_bounding_box
+    # default).
+    _C.LOCA.CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+    # Probability of a horizontal flip of each query.
+    _C.LOCA.QUERY_FLIP_PROB = 0.5
+    # Colour jitter strengths: brightness, contrast, saturation, hue.
+    _C.LOCA.COLOR_JITTER = (0.4, 0.4, 0.2, 0.1)
+    # Probability of the colour jitter, every view.
+    _C.LOCA.COLOR_JITTER_PROB = 0.8
+    # Probability of the grayscale conversion, every view.
+    _C.LOCA.GRAYSCALE_PROB = 0.2
+    # Range of the Gaussian blur sigma, in pixels (kernel: 10% of the view side, made odd).
+    _C.LOCA.BLUR_SIGMA = (0.1, 2.0)
+    # Blur probability of the reference, the large query and each focal query.
+    _C.LOCA.BLUR_PROB = (1.0, 0.1, 0.5)
+    # Solarization probability of the reference, the large query and each focal query.
+    _C.LOCA.SOLARIZE_PROB = (0.0, 0.2, 0.0)
+    # --- Model (LOCA meta-architecture) ---
+    # Fraction of the reference tokens the teacher keeps, as one contiguous run in raster order
+    # (int(0.2 * 196) = 39).
+    _C.LOCA.REFERENCE_KEEP_RATIO = 0.2
+    # Tokens of the large query kept at random (the release's query_max_seqlen); <= 0 keeps all.
+    _C.LOCA.QUERY_KEEP_TOKENS = 70
+    # Heads of the cross-attention block (the ViT's: 12 for ViT-B).
+    _C.LOCA.CROSS_ATTENTION_HEADS = 12
+    # Hidden width of the cross-attention block's MLP as a multiple of the token width.
+    _C.LOCA.MLP_RATIO = 4.0
+    # ResNet trunks: width of the 1x1 projection of res4 into tokens.
+    _C.LOCA.RESNET_TOKEN_DIM = 768
+    # Patch-cluster prediction head: hidden width and number of GELU layers of its MLP.
+    _C.LOCA.HEAD_HIDDEN_DIM = 2048
+    _C.LOCA.HEAD_NUM_LAYERS = 2
+    # Width of the normalised bottleneck in front of the prototypes.
+    _C.LOCA.HEAD_BOTTLENECK_DIM = 256
+    # Number of prototypes (K).
+    _C.LOCA.NUM_PROTOTYPES = 4096
+    # Temperature of the teacher's softmax before Sinkhorn-Knopp (the release's "sharpening").
+    _C.LOCA.TEACHER_TEMPERATURE = 0.05
+    # Temperature of the student's cluster predictions.
+    _C.LOCA.STUDENT_TEMPERATURE = 0.1
+    # Sinkhorn-Knopp iterations on the teacher's assignments (column sums all-reduced).
+    _C.LOCA.SINKHORN_ITERS = 3
+    # Weight of the patch-cluster loss (its cross-entropy plus the mean-entropy term); 0 trains
+    # position prediction alone.
+    _C.LOCA.CLUSTER_LOSS_WEIGHT = 1.0

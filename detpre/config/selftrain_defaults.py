@@ -7,3 +7,41 @@ def add_selftrain_config(cfg):
     """Noisy-student self-training: Zoph et al., "Rethinking Pre-training and Self-training", NeurIPS 2020."""
     _C = cfg
     _C.SELF_TRAIN = CN()
+    # Registered datasets whose images the teacher pseudo-labels: image folders or any registered
+    # dataset (its own annotations are ignored). The paper labels ImageNet (1.2M images) for COCO.
+    _C.SELF_TRAIN.UNLABELED_DATASETS = ()
+    # Registered COCO-json datasets of pseudo-labels (``tools/pseudo_label.py`` output) that the
+    # student trains on beside DATASETS.TRAIN. ``tools/self_train.py`` registers and sets them;
+    # set them by hand (with DATASETS.REGISTER_COCO) to train a student on existing pseudo-labels.
+    _C.SELF_TRAIN.PSEUDO_DATASETS = ()
+    # Fraction of every batch (SOLVER.IMS_PER_BATCH) drawn from DATASETS.TRAIN (human labels); the
+    # rest is drawn from PSEUDO_DATASETS. Paper: 0.5, half of each batch human, half pseudo.
+    _C.SELF_TRAIN.LABELED_RATIO = 0.5
+    # Initial weights of each student: "weights" = MODEL.WEIGHTS, the same start as the first
+    # teacher (the paper: the student starts from the teacher's initialisation, random or
+    # pretrained, not from the teacher); "teacher" = the teacher's final weights.
+    _C.SELF_TRAIN.STUDENT_INIT = "weights"
+
+    _C.SELF_TRAIN.PSEUDO_LABEL = CN()
+    # A prediction becomes a hard pseudo box when its score is at least this. Paper: 0.5.
+    _C.SELF_TRAIN.PSEUDO_LABEL.SCORE_THRESH = 0.5
+    # Images per forward pass of the teacher, per process (not in the paper: a throughput knob).
+    _C.SELF_TRAIN.PSEUDO_LABEL.BATCH_SIZE = 4
+    # Images between two flushes of the partial results to disk: a killed run loses at most this
+    # many images per process (not in the paper).
+    _C.SELF_TRAIN.PSEUDO_LABEL.CHUNK_SIZE = 64
+    # Label only the first N images of each unlabeled dataset (in its order); 0 = all of them.
+    # Paper: all (0); CPU configs use a few.
+    _C.SELF_TRAIN.PSEUDO_LABEL.MAX_IMAGES = 0
+
+    _C.SELF_TRAIN.LOSS_NORM = CN()
+    # L = (L_h + a * (avg(L_h) / avg(L_p)) * L_p) / (1 + a), with L_h / L_p the human / pseudo
+    # losses and avg their moving averages (all-reduced across processes). Off:
+    # L = L_h + a * L_p, the paper's unnormalised baseline. Paper: on.
+    _C.SELF_TRAIN.LOSS_NORM.ENABLED = True
+    # a: weight of the pseudo-label loss relative to the human-label loss. Paper: alpha, tuned per
+    # setting; 1.0 weighs both equally once normalised.
+    _C.SELF_TRAIN.LOSS_NORM.ALPHA = 1.0
+    # Momentum of the moving averages: avg <- m * avg + (1 - m) * loss, starting at the first
+    # loss. The paper uses moving averages over training without giving a decay; 0.99 is ours.
+    _C.SELF_TRAIN.LOSS_NORM.MOMENTUM = 0.99

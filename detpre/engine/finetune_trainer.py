@@ -7,6 +7,7 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 
 from ..data.mappers.finetune import RobustDatasetMapper
 from ..evaluation import build_evaluator
+from ..solver import build_pretrain_optimizer
 from .trainer_base import DetpreTrainer
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ class FinetuneTrainer(DetpreTrainer):
         """
         super().train()
         return getattr(self, "_last_eval_results", None)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """Detectron2's SGD unless ``SSL.OPTIMIZER`` names AdamW (ViTDet) or LARS."""
+        return build_pretrain_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -22,7 +22,8 @@ def derive_schedule(cfg, num_images):
     Turn the epoch schedule and the reference learning rate into Detectron2's iteration keys.
 
     ``SOLVER.MAX_ITER = ceil(SSL.EPOCHS * num_images / SOLVER.IMS_PER_BATCH)`` when ``SSL.EPOCHS``
-    is positive, and ``SOLVER.BASE_LR`` scaled by ``IMS_PER_BATCH / SSL.REFERENCE_BATCH_SIZE``.
+    is positive, and ``SOLVER.BASE_LR`` (and ``BASE_LR_END``) scaled by
+    ``IMS_PER_BATCH / SSL.REFERENCE_BATCH_SIZE``.
     Warm-up and LR steps may be given in epochs (``SSL.WARMUP_EPOCHS``, ``SSL.STEP_EPOCHS``);
     they then replace Detectron2's iteration keys ``SOLVER.WARMUP_ITERS`` and ``SOLVER.STEPS``.
 
@@ -40,6 +41,7 @@ def derive_schedule(cfg, num_images):
     if cfg.SSL.EPOCHS > 0:
         cfg.SOLVER.MAX_ITER = int(math.ceil(cfg.SSL.EPOCHS * iters_per_epoch))
     cfg.SOLVER.BASE_LR = cfg.SOLVER.BASE_LR * batch / cfg.SSL.REFERENCE_BATCH_SIZE
+    cfg.SOLVER.BASE_LR_END = cfg.SOLVER.BASE_LR_END * batch / cfg.SSL.REFERENCE_BATCH_SIZE
     if cfg.SSL.WARMUP_EPOCHS > 0:
         cfg.SOLVER.WARMUP_ITERS = int(round(cfg.SSL.WARMUP_EPOCHS * iters_per_epoch))
     if cfg.SSL.STEP_EPOCHS:

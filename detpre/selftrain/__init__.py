@@ -1,0 +1,29 @@
+"""Noisy-student self-training (Zoph et al., "Rethinking Pre-training and Self-training", NeurIPS
+2020): pseudo-labelling with a teacher, a student on mixed batches with loss normalization."""
+
+from .loss_normalization import LossNormalizer
+from .mixed_loader import MixedBatch, MixedDataLoader, build_mixed_train_loader, split_batch_size
+from .pseudo_label import (
+    PseudoLabelMapper,
+    build_teacher,
+    coco_categories,
+    pseudo_label_dataset,
+    run_pseudo_labelling,
+)
+from .student_trainer import StudentStep, StudentTrainer, build_student_mappers
+
+__all__ = [
+    "LossNormalizer",
+    "MixedBatch",
+    "MixedDataLoader",
+    "PseudoLabelMapper",
+    "StudentStep",
+    "StudentTrainer",
+    "build_mixed_train_loader",
+    "build_student_mappers",
+    "build_teacher",
+    "coco_categories",
+    "pseudo_label_dataset",
+    "run_pseudo_labelling",
+    "split_batch_size",
+]

@@ -3,8 +3,16 @@
 from .box_domain import BoxDomainMapper
 from .finetune import RobustDatasetMapper
 from .insloc_composition import InsLocCompositionMapper
+from .loca_views import LocaViewsMapper
+from .slotcon_views import SlotConViewsMapper
 from .two_views import TwoCropsMapper, TwoViewsMapper
 
 __all__ = [
     "BoxDomainMapper",
-    "InsLocCompositionMapper", "RobustDatasetMapper", "TwoCropsMapper", "TwoViewsMapper"]
+    "InsLocCompositionMapper",
+    "LocaViewsMapper",
+    "RobustDatasetMapper",
+    "SlotConViewsMapper",
+    "TwoCropsMapper",
+    "TwoViewsMapper",
+]

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
-from detectron2.structures import BoxMode, Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 
 from ..build import PRETRAIN_MAPPER_REGISTRY
 from ..transforms.one_color_op import RandomColorOp

@@ -1,11 +1,26 @@
-"""Augmentations of the pretraining views: crop geometry and MoCo-v2's pixel augmentation."""
+"""
+Augmentations: crop geometry and MoCo-v2's pixel augmentation of the pretraining views, AlignDet's
+colour operation, and the strong (box- and mask-aware) augmentation presets of self-training.
+"""
 
 from .crops import flip_box, resize_image, sample_crop
 from .one_color_op import COLOR_OPS, RandomColorOp, apply_color_op
 from .pixel_aug import PixelAugmentation
+from .strong_aug import (
+    STRONG_AUG_PRESETS,
+    build_strong_augmentation,
+    build_strong_augmentation_preset,
+)
 
 __all__ = [
     "COLOR_OPS",
     "PixelAugmentation",
     "RandomColorOp",
-    "apply_color_op", "flip_box", "resize_image", "sample_crop"]
+    "STRONG_AUG_PRESETS",
+    "apply_color_op",
+    "build_strong_augmentation",
+    "build_strong_augmentation_preset",
+    "flip_box",
+    "resize_image",
+    "sample_crop",
+]

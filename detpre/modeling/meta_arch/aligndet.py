@@ -8,8 +8,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import Res5ROIHeads
 
 from ..ssl import MLPProjection, box_id_contrast, match_rois_to_ids
+from ..ssl.events import put_scalars
 from .box_domain import BoxDomainPretraining, frozen_backbone_path
-from .momentum_contrast import _put_scalars
 
 __all__ = ["AlignDet", "roi_box_features"]
 
@@ -198,7 +198,7 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
             torch.cat([r.gt_boxes.tensor for r in rois]),
         )
         loss_box = (online["deltas"] - gt_deltas).abs().sum() / max(1, len(gt_deltas))
-        _put_scalars(
+        put_scalars(
             {
                 f"[metric]{self.method}/acc": acc,
                 f"{self.method}/rois_per_image": len(ids1) / max(1, len(rois)),

@@ -10,8 +10,8 @@ from detectron2.structures import Boxes, pairwise_iou
 from torch import nn
 
 from ..ssl import box_id_contrast
+from ..ssl.events import put_scalars
 from .box_domain import BoxDomainPretraining, frozen_backbone_path
-from .momentum_contrast import _put_scalars
 
 __all__ = ["AlignDetRetinaNet"]
 
@@ -161,7 +161,7 @@ class AlignDetRetinaNet(BoxDomainPretraining, RetinaNet):
         )  # fmt: skip
         num = max(1, len(online["ids"]))
         loss_box = (online["deltas"] - online["gt_deltas"]).abs().sum() / num
-        _put_scalars(
+        put_scalars(
             {
                 f"[metric]{self.method}/acc": acc,
                 f"{self.method}/anchors_per_image": len(online["ids"]) / len(views1),

@@ -8,7 +8,6 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling.backbone import FPN
 from detectron2.structures import ImageList
-from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ..ssl import (
@@ -19,17 +18,9 @@ from ..ssl import (
     concat_all_gather,
     info_nce,
 )
+from ..ssl.events import put_scalars
 
 __all__ = ["MomentumContrast"]
-
-
-def _put_scalars(scalars):
-    """Write scalars to the current EventStorage, if one is active."""
-    try:
-        storage = get_event_storage()
-    except (AssertionError, IndexError):
-        return
-    storage.put_scalars(**{k: float(v) for k, v in scalars.items()})
 
 
 class MomentumContrast(nn.Module):
@@ -166,7 +157,7 @@ class MomentumContrast(nn.Module):
             # "[metric]" makes Detectron2's console printer show it beside the losses.
             metrics[f"[metric]{self.method}/acc{suffix}"] = acc
         self.queues.enqueue({level: concat_all_gather(k[level]) for level in self.levels})
-        _put_scalars(metrics)
+        put_scalars(metrics)
         return losses
 
     @torch.no_grad()

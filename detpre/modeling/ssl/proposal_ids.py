@@ -29,7 +29,9 @@ def batch_unique_ids(targets: List[Instances]):
     for t in targets:
         ids = t.gt_ids
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(t)):
-            raise ValueError(f"gt_ids must lie in [0, {len(t)}) within an image, got {ids.tolist()}")
+            raise ValueError(
+                f"gt_ids must lie in [0, {len(t)}) within an image, got {ids.tolist()}"
+            )
         t = Instances(t.image_size, **t.get_fields())
         t.gt_ids = ids + offset
         offset += len(t)

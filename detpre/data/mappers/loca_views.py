@@ -1,0 +1,209 @@
+"""
+LOCA's views: one reference crop and several query crops of an image, with the geometry of each
+(its crop box in the original image and whether it is flipped) recorded for the position targets.
+"""
+
+import random
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.structures import Boxes
+from torchvision.transforms.v2 import functional as TF
+
+from ..build import PRETRAIN_MAPPER_REGISTRY
+from ..transforms.crops import resize_image, sample_crop
+from ..transforms.pixel_aug import PixelAugmentation
+from .two_views import TwoViewsMapper, check_range
+
+__all__ = ["LocaViewsMapper", "ViewAugmentation"]
+
+
+class ViewAugmentation:
+    """MoCo-v2 / BYOL pixel augmentation followed by a random solarization (threshold 128)."""
+
+    def __init__(self, pixel_aug, solarize_prob):
+        """
+        Args:
+            pixel_aug (PixelAugmentation): colour jitter, grayscale, blur.
+            solarize_prob (float): probability of inverting the pixels >= 128.
+        """
+        if not 0.0 <= solarize_prob <= 1.0:
+            raise ValueError(f"LOCA.SOLARIZE_PROB entry {solarize_prob} is not a probability")
+        self.pixel_aug = pixel_aug
+        self.solarize_prob = solarize_prob
+
+    def __call__(self, image):
+        """
+        Args:
+            image (Tensor): (3, H, W) uint8.
+
+        Returns:
+            Tensor: (3, H, W) uint8.
+        """
+        image = self.pixel_aug(image)
+        if torch.rand(1).item() < self.solarize_prob:
+            image = TF.solarize(image, threshold=128)
+        return image
+
+
+@PRETRAIN_MAPPER_REGISTRY.register()
+class LocaViewsMapper(TwoViewsMapper):
+    """
+    The views of LOCA (Caron et al., "Location-Aware Self-Supervised Transformers for Semantic
+    Segmentation", 2022), in this order:
+
+    * a reference: a random crop of 32-100% of the image (aspect 3/4-4/3) resized to 224, not
+      flipped, colour-jittered, grayscaled, always blurred;
+    * a large query: a 32-100% crop resized to 224, flipped at random, blurred with probability
+      0.1 and solarized with probability 0.2;
+    * nine focal queries: 5-32% crops resized to 96, flipped at random, blurred with probability
+      0.5.
+
+    Every view is ``{"image": uint8 (3, S, S), "boxes": Boxes (1, 4) the whole view,
+    "crop_box": float32 (4,) XYXY region of the original image it was resized from, "flipped":
+    bool}``; the model derives the position targets from ``crop_box`` and ``flipped``
+    (:func:`detpre.modeling.ssl.patch_positions.patch_position_targets`).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        reference_size,
+        reference_scale,
+        reference_flip_prob,
+        query_size,
+        query_scale,
+        num_focal_queries,
+        focal_size,
+        focal_scale,
+        crop_ratio,
+        query_flip_prob,
+        reference_aug,
+        query_aug,
+        focal_aug,
+        image_format,
+    ):
+        """
+        Args:
+            reference_size, query_size, focal_size (int): sides of the square views.
+            reference_scale, query_scale, focal_scale (tuple[float, float]): crop area ranges,
+                as fractions of the image.
+            reference_flip_prob, query_flip_prob (float): flip probabilities of the reference and
+                of every query.
+            num_focal_queries (int): number of focal queries (>= 0).
+            crop_ratio (tuple[float, float]): aspect-ratio range of every crop (log-uniform).
+            reference_aug, query_aug, focal_aug (callable): uint8 (3, S, S) -> uint8 (3, S, S).
+            image_format (str): INPUT.FORMAT, "RGB" or "BGR".
+        """
+        super().__init__(image_format=image_format, pixel_aug=query_aug, flip_prob=query_flip_prob)
+        for key, size in (
+            ("REFERENCE_SIZE", reference_size),
+            ("QUERY_SIZE", query_size),
+            ("FOCAL_SIZE", focal_size),
+        ):
+            if size < 1:
+                raise ValueError(f"LOCA.{key}={size} must be a positive side in pixels")
+        if num_focal_queries < 0:
+            raise ValueError(f"LOCA.NUM_FOCAL_QUERIES={num_focal_queries} must be >= 0")
+        for key, p in (
+            ("REFERENCE_FLIP_PROB", reference_flip_prob),
+            ("QUERY_FLIP_PROB", query_flip_prob),
+        ):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"LOCA.{key}={p} is not a probability")
+        self.crop_ratio = check_range("LOCA.CROP_RATIO", crop_ratio)
+        # (side, area range, flip probability, augmentation) of every view, in output order.
+        self.specs = [
+            (
+                int(reference_size),
+                check_range("LOCA.REFERENCE_SCALE", reference_scale, high=1.0),
+                reference_flip_prob,
+                reference_aug,
+            ),
+            (
+                int(query_size),
+                check_range("LOCA.QUERY_SCALE", query_scale, high=1.0),
+                query_flip_prob,
+                query_aug,
+            ),
+        ]
+        focal_scale = check_range("LOCA.FOCAL_SCALE", focal_scale, high=1.0)
+        self.specs += [(int(focal_size), focal_scale, query_flip_prob, focal_aug)] * int(
+            num_focal_queries
+        )
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True, dataset_dicts=None):
+        # dataset_dicts: part of the pretext-mapper signature; LOCA needs no other image.
+        if not is_train:
+            raise ValueError(f"{cls.__name__} builds training views only (is_train=False given)")
+        loca = cfg.LOCA
+        for key in ("BLUR_PROB", "SOLARIZE_PROB"):
+            if len(loca[key]) != 3:
+                raise ValueError(
+                    f"LOCA.{key}={tuple(loca[key])}: expected 3 probabilities (reference, large "
+                    "query, focal queries)"
+                )
+
+        def augmentation(i):
+            pixel_aug = PixelAugmentation(
+                color_jitter=tuple(loca.COLOR_JITTER),
+                color_jitter_prob=loca.COLOR_JITTER_PROB,
+                grayscale_prob=loca.GRAYSCALE_PROB,
+                blur_sigma=tuple(loca.BLUR_SIGMA),
+                blur_prob=loca.BLUR_PROB[i],
+                blur_kernel_fraction=cfg.INPUT.SSL_AUG.BLUR_KERNEL_FRACTION,
+                image_format=cfg.INPUT.FORMAT,
+            )
+            return ViewAugmentation(pixel_aug, loca.SOLARIZE_PROB[i])
+
+        return {
+            "reference_size": loca.REFERENCE_SIZE,
+            "reference_scale": tuple(loca.REFERENCE_SCALE),
+            "reference_flip_prob": loca.REFERENCE_FLIP_PROB,
+            "query_size": loca.QUERY_SIZE,
+            "query_scale": tuple(loca.QUERY_SCALE),
+            "num_focal_queries": loca.NUM_FOCAL_QUERIES,
+            "focal_size": loca.FOCAL_SIZE,
+            "focal_scale": tuple(loca.FOCAL_SCALE),
+            "crop_ratio": tuple(loca.CROP_RATIO),
+            "query_flip_prob": loca.QUERY_FLIP_PROB,
+            "reference_aug": augmentation(0),
+            "query_aug": augmentation(1),
+            "focal_aug": augmentation(2),
+            "image_format": cfg.INPUT.FORMAT,
+        }
+
+    @property
+    def num_views(self):
+        return len(self.specs)
+
+    def make_views(self, image, dataset_dict):
+        """
+        Args:
+            image (np.ndarray): (H, W, 3) uint8, the decoded dataset image.
+            dataset_dict (dict): its dataset dict (unused).
+
+        Returns:
+            list[dict]: [reference, large query, focal queries...], see the class docstring.
+        """
+        height, width = image.shape[:2]
+        views = []
+        for side, scale, flip_prob, aug in self.specs:
+            y, x, h, w = sample_crop(height, width, scale, self.crop_ratio)
+            view = resize_image(image[y : y + h, x : x + w], side, side)
+            flipped = random.random() < flip_prob
+            if flipped:
+                view = view[:, ::-1]
+            tensor = torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1)))
+            views.append(
+                {
+                    "image": aug(tensor),
+                    "boxes": Boxes(torch.tensor([[0.0, 0.0, side, side]])),
+                    "crop_box": torch.tensor([x, y, x + w, y + h], dtype=torch.float32),
+                    "flipped": flipped,
+                }
+            )
+        return views

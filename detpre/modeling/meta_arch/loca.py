@@ -1,0 +1,378 @@
+"""LOCA: query-to-reference patch position prediction and patch-cluster prediction."""
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.backbone import FPN, ResNet
+from detectron2.modeling.backbone.utils import get_abs_pos
+from detectron2.modeling.backbone.vit import SimpleFeaturePyramid, ViT
+from torch import nn
+
+from ..ssl import MomentumCopy
+from ..ssl.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
+from ..ssl.events import put_scalars
+from ..ssl.loca_head import LocaHead
+from ..ssl.patch_positions import patch_position_targets
+from ..ssl.prototype_head import PrototypeHead
+from ..ssl.sinkhorn import sinkhorn_knopp
+
+__all__ = ["LOCA"]
+
+
+def _check_vit(vit):
+    if vit.pos_embed is None:
+        raise ValueError(
+            "LOCA needs the ViT's absolute position embeddings: MODEL.VIT.USE_ABS_POS True"
+        )
+    for i, blk in enumerate(vit.blocks):
+        if blk.window_size > 0 or blk.attn.use_rel_pos or blk.use_residual_block:
+            raise ValueError(
+                "LOCA runs the ViT with global attention (one 14x14 window at 224), no relative "
+                f"positions and no residual blocks, but block {i} has window {blk.window_size}, "
+                f"rel_pos {blk.attn.use_rel_pos}, residual {blk.use_residual_block}: set "
+                "MODEL.VIT.WINDOW_BLOCK_INDEXES [], MODEL.VIT.USE_REL_POS False and "
+                "MODEL.VIT.RESIDUAL_BLOCK_INDEXES []"
+            )
+
+
+def _res4(resnet, x):
+    """The res4 output of a Detectron2 ResNet, without running later stages."""
+    x = resnet.stem(x)
+    for name, stage in zip(resnet.stage_names, resnet.stages):
+        x = stage(x)
+        if name == "res4":
+            return x
+    raise ValueError(f"The ResNet has no res4 stage (stages {resnet.stage_names})")
+
+
+@META_ARCH_REGISTRY.register()
+class LOCA(nn.Module):
+    """
+    LOCA (Caron, Houlsby and Schmid, "Location-Aware Self-Supervised Transformers for Semantic
+    Segmentation", 2022) on a Detectron2 backbone. An EMA teacher (``momentum.*``) encodes the
+    reference view and keeps a contiguous run of 20% of its tokens; the student encodes the
+    queries, and for every query token predicts
+
+    * which of the reference's grid cells it lies in: one pre-norm cross-attention block (queries
+      from the query tokens, keys and values from the kept reference tokens) and a linear
+      classifier over the cells, cross-entropy against targets from the crops' geometry (cells
+      outside the reference ignored), ``loss_loca_position``;
+    * the teacher's Sinkhorn-balanced cluster assignment of the reference patch at its target
+      position (soft cross-entropy, student temperature 0.1, teacher softmax at 0.05) plus the
+      mean-entropy maximisation term, ``loss_loca_cluster``.
+
+    Trunks:
+
+    * ViT (``build_vitdet_backbone``): Detectron2's ViT held as ``backbone.net`` (the
+      SimpleFeaturePyramid is not built: its layers are new in fine-tuning), run with global
+      attention and without relative positions; the large query keeps ``LOCA.QUERY_KEEP_TOKENS``
+      random tokens at its input;
+    * ResNet (R50-C4 ``backbone`` or R50-FPN ``backbone.bottom_up``): res4 (stride 16) projected
+      by a 1x1 conv into tokens, a learned position embedding added to the reference tokens in
+      the position predictor. FPN's own layers and res5 are held, and exported, untrained.
+
+    Input: ``{"views": [reference, large query, focal queries...]}`` per image, every view with
+    ``"image"``, ``"crop_box"`` and ``"flipped"`` (see ``LocaViewsMapper``). Training output: the
+    two losses; the position accuracy and the fraction of query tokens inside the reference go to
+    the EventStorage. Eval output: ``{"tokens": (N, L, D)}`` of the first view (online encoder).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone,
+        ssl_head,
+        stride,
+        pixel_mean,
+        pixel_std,
+        reference_keep_ratio,
+        query_keep_tokens,
+        teacher_temperature,
+        student_temperature,
+        sinkhorn_iters,
+        cluster_loss_weight,
+        momentum,
+    ):
+        """
+        Args:
+            backbone (nn.Module): ``nn.ModuleDict({"net": ViT})``, a ResNet (C4) or an FPN.
+            ssl_head (LocaHead): ``ssl_head.*``.
+            stride (int): token stride in pixels (patch size, or 16 for res4).
+            pixel_mean, pixel_std (list[float]): input normalisation.
+            reference_keep_ratio (float): fraction of reference tokens the teacher keeps.
+            query_keep_tokens (int): tokens kept of the large query; <= 0 keeps all.
+            teacher_temperature, student_temperature (float): softmax temperatures.
+            sinkhorn_iters (int): Sinkhorn-Knopp iterations on the teacher's assignments.
+            cluster_loss_weight (float): weight of ``loss_loca_cluster``; 0 drops it.
+            momentum (float): the default m of :meth:`momentum_update`.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.ssl_head = ssl_head
+        self.momentum = MomentumCopy({"backbone": backbone, "ssl_head": ssl_head})
+        self.is_vit = isinstance(backbone, nn.ModuleDict)
+        self.is_fpn = isinstance(backbone, FPN)
+        self.stride = stride
+        if not 0.0 < reference_keep_ratio <= 1.0:
+            raise ValueError(
+                f"LOCA.REFERENCE_KEEP_RATIO must be in (0, 1], got {reference_keep_ratio}"
+            )
+        if min(teacher_temperature, student_temperature) <= 0:
+            raise ValueError(
+                "LOCA.TEACHER_TEMPERATURE and LOCA.STUDENT_TEMPERATURE must be positive"
+            )
+        if (cluster_loss_weight > 0) != (ssl_head.cluster_head is not None):
+            raise ValueError("A cluster head is needed exactly when LOCA.CLUSTER_LOSS_WEIGHT > 0")
+        self.reference_keep_ratio = reference_keep_ratio
+        self.query_keep_tokens = query_keep_tokens
+        self.teacher_temperature = teacher_temperature
+        self.student_temperature = student_temperature
+        self.sinkhorn_iters = sinkhorn_iters
+        self.cluster_loss_weight = cluster_loss_weight
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"SSL.MOMENTUM must be in [0, 1], got {momentum}")
+        self.base_momentum = momentum
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, -1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        loca = cfg.LOCA
+        backbone = build_backbone(cfg)
+        in_channels = None
+        if isinstance(backbone, SimpleFeaturePyramid) and isinstance(backbone.net, ViT):
+            _check_vit(backbone.net)
+            dim = backbone.net.output_shape()[cfg.MODEL.VIT.OUT_FEATURE].channels
+            stride = cfg.MODEL.VIT.PATCH_SIZE
+            backbone = nn.ModuleDict({"net": backbone.net})
+        else:
+            resnet = backbone.bottom_up if isinstance(backbone, FPN) else backbone
+            shapes = resnet.output_shape() if isinstance(resnet, ResNet) else {}
+            if "res4" not in shapes:
+                raise ValueError(
+                    f"LOCA takes a ViTDet backbone or a ResNet with a res4 output; "
+                    f"MODEL.BACKBONE.NAME {cfg.MODEL.BACKBONE.NAME!r} built "
+                    f"{type(resnet).__name__} "
+                    f"with outputs {sorted(shapes)} (check MODEL.RESNETS.OUT_FEATURES)"
+                )
+            in_channels, stride = shapes["res4"].channels, shapes["res4"].stride
+            dim = loca.RESNET_TOKEN_DIM
+        if loca.REFERENCE_SIZE % stride:
+            raise ValueError(
+                f"LOCA.REFERENCE_SIZE {loca.REFERENCE_SIZE} is not a multiple of the token "
+                f"stride {stride}"
+            )
+        num_positions = (loca.REFERENCE_SIZE // stride) ** 2
+        cluster_head = None
+        if loca.CLUSTER_LOSS_WEIGHT > 0:
+            cluster_head = PrototypeHead(
+                dim,
+                hidden_dim=loca.HEAD_HIDDEN_DIM,
+                num_layers=loca.HEAD_NUM_LAYERS,
+                bottleneck_dim=loca.HEAD_BOTTLENECK_DIM,
+                num_prototypes=loca.NUM_PROTOTYPES,
+            )
+        ssl_head = LocaHead(
+            dim=dim,
+            num_positions=num_positions,
+            num_heads=loca.CROSS_ATTENTION_HEADS,
+            mlp_ratio=loca.MLP_RATIO,
+            cluster_head=cluster_head,
+            in_channels=in_channels,
+        )
+        return {
+            "backbone": backbone,
+            "ssl_head": ssl_head,
+            "stride": stride,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "reference_keep_ratio": loca.REFERENCE_KEEP_RATIO,
+            "query_keep_tokens": loca.QUERY_KEEP_TOKENS,
+            "teacher_temperature": loca.TEACHER_TEMPERATURE,
+            "student_temperature": loca.STUDENT_TEMPERATURE,
+            "sinkhorn_iters": loca.SINKHORN_ITERS,
+            "cluster_loss_weight": loca.CLUSTER_LOSS_WEIGHT,
+            "momentum": cfg.SSL.MOMENTUM,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    @property
+    def num_positions(self):
+        return self.ssl_head.position_classifier.out_features
+
+    @property
+    def has_unused_parameters(self):
+        """On FPN the lateral and output convs and res5 take no gradient."""
+        return self.is_fpn
+
+    def tokens(self, net, images, keep=None):
+        """
+        Encode images into normalised tokens.
+
+        Args:
+            net (nn.Module): ``self`` (student) or ``self.momentum`` (teacher).
+            images (Tensor): (N, 3, S, S) normalised images, S a multiple of the stride.
+            keep (Tensor or None): (L,) int64 row-major grid cells to keep; None keeps all. A ViT
+                drops the others at its input, a ResNet after res4.
+
+        Returns:
+            Tensor: (N, L, D) tokens, row-major over the (S / stride)^2 grid when ``keep`` is None.
+        """
+        if self.is_vit:
+            vit = net.backbone.net
+            x = vit.patch_embed(images)
+            x = x + get_abs_pos(vit.pos_embed, vit.pretrain_use_cls_token, x.shape[1:3])
+            if keep is not None:
+                # Global attention needs no 2-D layout: the kept tokens run as a 1 x L grid.
+                x = x.flatten(1, 2)[:, keep].unsqueeze(1)
+            for blk in vit.blocks:
+                x = blk(x)
+            x = x.flatten(1, 2)
+        else:
+            resnet = net.backbone.bottom_up if self.is_fpn else net.backbone
+            x = net.ssl_head.token_proj(_res4(resnet, images)).flatten(2).transpose(1, 2)
+            if keep is not None:
+                x = x[:, keep]
+        return net.ssl_head.encoder_norm(x)
+
+    def forward(self, batched_inputs):
+        if not self.training:
+            for x in batched_inputs:
+                if not x.get("views"):
+                    raise ValueError(f"LOCA inputs need 'views', got keys {sorted(x)}")
+            reference = [x["views"][0] for x in batched_inputs]
+            return {"tokens": self.tokens(self, self._images(reference))}
+        reference, query, focal = self._split_views(batched_inputs)
+        num_images, num_focal = len(reference), len(focal) // len(reference)
+
+        # Teacher: every reference token for the cluster targets, a contiguous run for the keys.
+        with torch.no_grad():
+            teacher = self.tokens(self.momentum, self._images(reference))
+            num_pos = teacher.shape[1]
+            if num_pos != self.num_positions:
+                raise ValueError(
+                    f"The reference views give {num_pos} tokens, the position classifier has "
+                    f"{self.num_positions} classes: the mapper's reference size must be "
+                    "LOCA.REFERENCE_SIZE"
+                )
+            num_keep = max(1, int(self.reference_keep_ratio * num_pos))
+            start = int(torch.randint(0, num_pos - num_keep + 1, (1,)))
+            ref_index = torch.arange(start, start + num_keep, device=self.device)
+            kept = teacher[:, ref_index]
+            if self.cluster_loss_weight > 0:
+                scores = self.momentum.ssl_head.cluster_head(teacher).flatten(0, 1)
+                assignments = sinkhorn_knopp(
+                    F.softmax(scores.float() / self.teacher_temperature, dim=1), self.sinkhorn_iters
+                ).view(num_images, num_pos, -1)
+
+        # Student: the large query (random tokens kept) and the focal queries.
+        groups = [(query, torch.arange(num_images))]
+        if num_focal:
+            groups.append((focal, torch.arange(num_images).repeat_interleave(num_focal)))
+        tokens, targets, owners = [], [], []
+        for views, owner in groups:
+            images = self._images(views)
+            grid = images.shape[-1] // self.stride
+            keep = None
+            if views is query and 0 < self.query_keep_tokens < grid * grid:
+                keep = torch.randperm(grid * grid)[: self.query_keep_tokens].sort().values
+            target = self._targets(views, [reference[i] for i in owner.tolist()], grid)
+            if keep is not None:
+                target, keep = target[:, keep], keep.to(self.device)
+            tokens.append(self.tokens(self, images, keep))
+            targets.append(target.to(self.device))
+            owners.append(owner.to(self.device)[:, None].expand_as(target))
+
+        logits = torch.cat(
+            [
+                self.ssl_head.predict_positions(t, kept[o[:, 0]], ref_index).flatten(0, 1)
+                for t, o in zip(tokens, owners)
+            ]
+        )
+        target = torch.cat([t.flatten() for t in targets])
+        valid = target >= 0
+        num_valid = valid.sum().clamp(min=1)
+        losses = {
+            "loss_loca_position": F.cross_entropy(
+                logits.float(), target, ignore_index=-1, reduction="sum"
+            )
+            / num_valid
+        }
+        metrics = {
+            "[metric]loca/position_acc": ((logits.argmax(dim=1) == target) & valid).sum()
+            / num_valid,
+            "loca/query_tokens_inside": valid.float().mean(),
+        }
+        if self.cluster_loss_weight > 0:
+            student = torch.cat([self.ssl_head.cluster_head(t).flatten(0, 1) for t in tokens])
+            student = student / self.student_temperature
+            owner = torch.cat([o.flatten() for o in owners])
+            teacher_targets = assignments[owner, target.clamp(min=0)]
+            entropy_term = mean_entropy_penalty(student)
+            loss = masked_soft_cross_entropy(student, teacher_targets, valid) + entropy_term
+            losses["loss_loca_cluster"] = self.cluster_loss_weight * loss
+            metrics["loca/mean_prediction_entropy"] = -entropy_term.detach()
+        put_scalars({k: v.detach() for k, v in metrics.items()})
+        return losses
+
+    @torch.no_grad()
+    def momentum_update(self, momentum=None):
+        """
+        One EMA step of the teacher (``momentum.*``) towards the student; called by
+        ``MomentumScheduleHook`` after every optimizer step (SSL.MOMENTUM 0.996 cosine to 1).
+        Buffers are copied.
+
+        Args:
+            momentum (float or None): m; SSL.MOMENTUM when None.
+        """
+        self.momentum.update(self, self.base_momentum if momentum is None else momentum)
+
+    def _images(self, views):
+        """(N, 3, S, S) normalised float batch of one view group (all of one square size)."""
+        sizes = {tuple(v["image"].shape) for v in views}
+        if len(sizes) != 1:
+            raise ValueError(f"LOCA batches views of one size per group, got sizes {sorted(sizes)}")
+        images = torch.stack([v["image"] for v in views]).to(self.device, non_blocking=True)
+        if images.shape[-1] % self.stride or images.shape[-2] != images.shape[-1]:
+            raise ValueError(
+                f"LOCA views must be squares with a side multiple of {self.stride}, got "
+                f"{tuple(images.shape[-2:])}"
+            )
+        return (images.float() - self.pixel_mean) / self.pixel_std
+
+    def _targets(self, queries, references, grid):
+        """(N, grid^2) reference cell under each query cell, -1 outside, on the CPU."""
+        ref_grid = int(round(self.num_positions**0.5))
+
+        def geometry(views):
+            boxes = torch.stack([torch.as_tensor(v["crop_box"]) for v in views])
+            return boxes, torch.tensor([bool(v["flipped"]) for v in views])
+
+        return patch_position_targets(
+            *geometry(queries), (grid, grid), *geometry(references), (ref_grid, ref_grid)
+        )
+
+    @staticmethod
+    def _split_views(batched_inputs):
+        counts = {len(x.get("views", ())) for x in batched_inputs}
+        if len(counts) != 1 or min(counts) < 2:
+            raise ValueError(
+                "LOCA inputs need 'views': [reference, large query, focal queries...], the same "
+                f"number per image; got view counts {sorted(counts)} (check SSL.MAPPER)"
+            )
+        for x in batched_inputs:
+            for v in x["views"]:
+                if "crop_box" not in v or "flipped" not in v:
+                    raise ValueError(
+                        "LOCA views must record 'crop_box' and 'flipped' (LocaViewsMapper), got "
+                        f"keys {sorted(v)}"
+                    )
+        reference = [x["views"][0] for x in batched_inputs]
+        query = [x["views"][1] for x in batched_inputs]
+        focal = [v for x in batched_inputs for v in x["views"][2:]]
+        return reference, query, focal

@@ -1,0 +1,303 @@
+"""SlotCon: semantic grouping of pixels into slots, and contrast of the slots across views."""
+
+from typing import Dict, List
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.backbone import FPN
+from torch import nn
+
+from ..ssl.centering import Centering
+from ..ssl.conv_mlp import ConvMLP
+from ..ssl.events import put_scalars
+from ..ssl.overlap_align import align_to_overlap, overlap_boxes
+from ..ssl.semantic_grouping import SemanticGrouping
+from ..ssl.slot_losses import grouping_loss, slot_contrast_loss, valid_slots
+from ..ssl.submodule_momentum import SubmoduleMomentumCopy
+from .encoder import build_detector_trunk
+
+__all__ = ["SlotCon"]
+
+
+@META_ARCH_REGISTRY.register()
+class SlotCon(nn.Module):
+    """
+    SlotCon (Wen et al., "Self-Supervised Visual Representation Learning with Semantic Grouping",
+    NeurIPS 2022) over a Detectron2 detector trunk. The student is the network handed over
+    (``backbone``, ``roi_heads.res5`` for C4) plus ``ssl_head``: a 1x1-conv projector of the
+    res5 pixels, K prototypes (``ssl_head.grouping``), a slot predictor and the teacher centre.
+    The EMA teacher (``momentum.*``) copies the trunk, projector and prototypes; it is moved by
+    :meth:`momentum_update` after each optimizer step (the trainer's ``MomentumScheduleHook``) and
+    is what the fine-tuning checkpoint exports (``SSL.EXPORT "momentum"``).
+
+    * R50-C4: res4 from ``backbone``, then ``roi_heads.res5`` on the whole map (7 x 7 at 224);
+    * R50-FPN: the bottom-up res5 (``backbone.bottom_up``); the FPN layers take no gradient and are
+      exported at their initialisation, as MoCo-v2 on FPN does.
+
+    Losses: ``loss_slotcon_group``, the per-pixel cross-entropy between the teacher's centred
+    assignments of one view and the student's of the other, both RoIAligned on the crops'
+    overlap with flips undone, summed over the two directions and weighted by
+    SLOTCON.GROUP_LOSS_WEIGHT; ``loss_slotcon_contrast``, the InfoNCE of the predicted student
+    slots against the teacher slots of the other view, summed over both directions and weighted
+    by 1 minus it.
+
+    Input: a list of dicts ``{"views": [view_1, view_2]}`` from ``SlotConViewsMapper``, each view
+    ``{"image": (3, S, S) uint8, "crop_box": (4,) XYXY in the original image, "flipped": bool}``,
+    one S for the batch. Training output: the losses; metrics go to the EventStorage as
+    ``[metric]slotcon/...``. Eval output: per input, ``{"logits": (K, h, w)}``, the teacher's
+    pixel-prototype cosine similarities of ``"image"`` (or of the first view).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone,
+        roi_heads,
+        ssl_head,
+        pixel_mean,
+        pixel_std,
+        momentum,
+        student_temp,
+        teacher_temp,
+        contrast_temp,
+        group_loss_weight,
+    ):
+        """
+        Args:
+            backbone (Backbone): the detector backbone (``backbone.*``).
+            roi_heads (nn.ModuleDict): ``res5`` for C4, empty for FPN (``roi_heads.*``).
+            ssl_head (nn.ModuleDict): ``projector`` (ConvMLP), ``grouping`` (SemanticGrouping),
+                ``predictor`` (ConvMLP) and ``center`` (Centering).
+            pixel_mean, pixel_std (list[float]): input normalisation, as in GeneralizedRCNN.
+            momentum (float): the default m of :meth:`momentum_update`.
+            student_temp (float): temperature of the student's assignments.
+            teacher_temp (float): temperature of the teacher's assignments.
+            contrast_temp (float): temperature of the slot InfoNCE.
+            group_loss_weight (float): weight of the grouping loss; the contrast gets 1 minus it.
+        """
+        super().__init__()
+        missing = {"projector", "grouping", "predictor", "center"} - set(ssl_head.keys())
+        if missing:
+            raise ValueError(f"SlotCon's ssl_head lacks {sorted(missing)}")
+        self.backbone = backbone
+        self.roi_heads = roi_heads
+        self.ssl_head = ssl_head
+        self.momentum = SubmoduleMomentumCopy(
+            {
+                "backbone": backbone,
+                "roi_heads": roi_heads,
+                "ssl_head.projector": ssl_head["projector"],
+                "ssl_head.grouping": ssl_head["grouping"],
+            }
+        )
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"SSL.MOMENTUM must be in [0, 1], got {momentum}")
+        for key, t in (("STUDENT", student_temp), ("TEACHER", teacher_temp)):
+            if t <= 0:
+                raise ValueError(f"SLOTCON.{key}_TEMP must be positive, got {t}")
+        if not 0.0 <= group_loss_weight <= 1.0:
+            raise ValueError(
+                f"SLOTCON.GROUP_LOSS_WEIGHT must be in [0, 1], got {group_loss_weight}"
+            )
+        self.base_momentum = momentum
+        self.student_temp = student_temp
+        self.teacher_temp = teacher_temp
+        self.contrast_temp = contrast_temp
+        self.group_loss_weight = group_loss_weight
+        self.is_fpn = isinstance(backbone, FPN)
+        if self.is_fpn:
+            self.feature_stride = backbone.bottom_up.output_shape()["res5"].stride
+        else:
+            # roi_heads.res5 halves res4's resolution (its first block has stride 2).
+            self.feature_stride = 2 * backbone.output_shape()["res4"].stride
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        trunk = build_detector_trunk(cfg)
+        backbone = trunk["backbone"]
+        if trunk["kind"] == "FPN":
+            shapes = backbone.bottom_up.output_shape()
+            if "res5" not in shapes:
+                raise ValueError(
+                    "SlotCon with FPN groups the bottom-up res5: add 'res5' to "
+                    f"MODEL.RESNETS.OUT_FEATURES (got {sorted(shapes)})"
+                )
+            roi_heads, in_dim = nn.ModuleDict(), shapes["res5"].channels
+        else:
+            roi_heads, in_dim = trunk["roi_heads"], trunk["out_dim"]
+        sc = cfg.SLOTCON
+        ssl_head = nn.ModuleDict(
+            {
+                "projector": ConvMLP(in_dim, sc.HIDDEN_DIM, sc.OUT_DIM, norm=sc.HEAD_NORM),
+                "grouping": SemanticGrouping(sc.NUM_PROTOTYPES, sc.OUT_DIM, sc.TEACHER_TEMP),
+                "predictor": ConvMLP(sc.OUT_DIM, sc.HIDDEN_DIM, sc.OUT_DIM, norm=sc.HEAD_NORM),
+                "center": Centering(sc.NUM_PROTOTYPES, sc.CENTER_MOMENTUM),
+            }
+        )
+        return {
+            "backbone": backbone,
+            "roi_heads": roi_heads,
+            "ssl_head": ssl_head,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "momentum": cfg.SSL.MOMENTUM,
+            "student_temp": sc.STUDENT_TEMP,
+            "teacher_temp": sc.TEACHER_TEMP,
+            "contrast_temp": sc.CONTRAST_TEMP,
+            "group_loss_weight": sc.GROUP_LOSS_WEIGHT,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    @property
+    def has_unused_parameters(self):
+        """On FPN the lateral and output convs take no gradient."""
+        return self.is_fpn
+
+    @torch.no_grad()
+    def momentum_update(self, momentum=None):
+        """
+        One EMA step of the teacher (``momentum.*``) towards the student; called by
+        ``MomentumScheduleHook`` after every optimizer step with the scheduled m (SSL.MOMENTUM
+        rising to 1 by a cosine with SSL.MOMENTUM_COSINE). Buffers are copied.
+
+        Args:
+            momentum (float or None): m; SSL.MOMENTUM when None.
+        """
+        self.momentum.update(self, self.base_momentum if momentum is None else momentum)
+
+    def encode(self, net, images):
+        """
+        Args:
+            net (nn.Module): ``self`` (student) or ``self.momentum`` (teacher).
+            images (Tensor): (N, 3, S, S) normalised views.
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: projected pixels (N, D, h, w), slots (N, K, D) and
+            pixel-prototype logits (N, K, h, w).
+        """
+        if self.is_fpn:
+            x = net.backbone.bottom_up(images)["res5"]
+        else:
+            x = net.roi_heads.res5(net.backbone(images)["res4"])
+        z = net.ssl_head.projector(x)
+        slots, logits = net.ssl_head.grouping(z)
+        return z, slots, logits
+
+    def preprocess(self, images: List[torch.Tensor]):
+        """
+        Args:
+            images (list[Tensor]): (3, H, W) uint8 views in INPUT.FORMAT, all of one size.
+
+        Returns:
+            Tensor: (N, 3, H, W) float, normalised.
+        """
+        sizes = {tuple(x.shape) for x in images}
+        if len(sizes) != 1:
+            raise ValueError(f"SlotCon needs views of one size in a batch, got {sorted(sizes)}")
+        # One size: no padding, which would enter the grouping (the ResNet needs none).
+        x = torch.stack([im.to(self.device, non_blocking=True) for im in images]).float()
+        return (x - self.pixel_mean) / self.pixel_std
+
+    @torch.no_grad()
+    def assign(self, images: List[torch.Tensor]):
+        """
+        The teacher's pixel-prototype logits (cosine similarities), as SlotCon's grouping picture
+        and nearest-segment retrieval read them.
+
+        Args:
+            images (list[Tensor]): (3, H, W) uint8 images in INPUT.FORMAT, all of one size.
+
+        Returns:
+            Tensor: (N, K, h, w).
+        """
+        return self.encode(self.momentum, self.preprocess(images))[2]
+
+    def forward(self, batched_inputs: List[Dict]):
+        if not self.training:
+            images = [
+                x["image"] if "image" in x else x["views"][0]["image"] for x in batched_inputs
+            ]
+            return [{"logits": logits} for logits in self.assign(images)]
+        views = self._split_views(batched_inputs)
+        images = [self.preprocess([v["image"] for v in vs]) for vs in views]
+        crops = [self._geometry(vs, "crop_box").float() for vs in views]
+        flips = [self._geometry(vs, "flipped").bool() for vs in views]
+        sizes = [torch.tensor([x.shape[-2:]], device=self.device).expand(len(x), 2) for x in images]
+        boxes, nonempty = zip(
+            overlap_boxes(crops[0], crops[1], sizes[0], flips[0]),
+            overlap_boxes(crops[1], crops[0], sizes[1], flips[1]),
+        )
+        overlap = nonempty[0].float()
+
+        student = [self.encode(self, x) for x in images]
+        with torch.no_grad():
+            teacher = [self.encode(self.momentum, x) for x in images]
+
+        def aligned(logits, i):
+            return align_to_overlap(logits, boxes[i], flips[i], 1.0 / self.feature_stride)
+
+        center = self.ssl_head["center"].center
+        group, contrast, accs = 0.0, 0.0, []
+        for i, j in ((0, 1), (1, 0)):
+            s_logits, t_logits = student[i][2], teacher[j][2]
+            group = group + grouping_loss(
+                aligned(s_logits, i),
+                aligned(t_logits, j),
+                center,
+                self.student_temp,
+                self.teacher_temp,
+                weights=overlap,
+            )
+            loss, acc = slot_contrast_loss(
+                student[i][1],
+                teacher[j][1],
+                valid_slots(s_logits),
+                valid_slots(t_logits),
+                self.ssl_head["predictor"],
+                self.contrast_temp,
+            )
+            contrast = contrast + loss
+            accs.append(acc)
+        t_logits = torch.cat([teacher[0][2], teacher[1][2]])
+        self.ssl_head["center"].update(t_logits.permute(0, 2, 3, 1).flatten(0, 2))
+
+        k = t_logits.shape[1]
+        put_scalars(
+            {
+                # "[metric]" makes Detectron2's console printer show it beside the losses.
+                "[metric]slotcon/contrast_acc": sum(accs) / 2,
+                "[metric]slotcon/valid_slots": valid_slots(t_logits).sum(1).float().mean(),
+                "slotcon/overlap_fraction": overlap.mean(),
+                "slotcon/used_prototypes_fraction": valid_slots(t_logits).any(0).sum() / k,
+            }
+        )
+        w = self.group_loss_weight
+        return {"loss_slotcon_group": w * group, "loss_slotcon_contrast": (1.0 - w) * contrast}
+
+    def _geometry(self, views, key):
+        values = []
+        for v in views:
+            if key not in v:
+                raise ValueError(
+                    f"SlotCon views need 'crop_box' and 'flipped' (got keys {sorted(v)}); set "
+                    "SSL.MAPPER 'SlotConViewsMapper'"
+                )
+            values.append(torch.as_tensor(v[key]))
+        return torch.stack(values).to(self.device)
+
+    @staticmethod
+    def _split_views(batched_inputs):
+        for i, x in enumerate(batched_inputs):
+            if "views" not in x or len(x["views"]) != 2:
+                raise ValueError(
+                    f"Input {i} must have 'views': [view_1, view_2] (keys {sorted(x)}); check "
+                    "SSL.MAPPER"
+                )
+        return [x["views"][0] for x in batched_inputs], [x["views"][1] for x in batched_inputs]

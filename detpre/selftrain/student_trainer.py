@@ -1,0 +1,156 @@
+"""The student of self-training: Zoph et al., "Rethinking Pre-training and Self-training",
+NeurIPS 2020."""
+
+import contextlib
+import logging
+import time
+
+import torch
+from detectron2.engine import SimpleTrainer
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data.mappers.finetune import RobustDatasetMapper
+from ..engine.finetune_trainer import FinetuneTrainer
+from .loss_normalization import LossNormalizer
+from .mixed_loader import build_mixed_train_loader
+
+__all__ = ["StudentStep", "StudentTrainer", "build_student_mappers"]
+
+logger = logging.getLogger(__name__)
+
+
+class StudentStep(SimpleTrainer):
+    """
+    One student step on a :class:`~detpre.selftrain.mixed_loader.MixedBatch`: the model runs on
+    the human-labeled part and on the pseudo-labeled part, and the two summed losses are combined
+    by a :class:`LossNormalizer` (Zoph et al. 2020). The human part is backpropagated first (its
+    weight 1 / (1 + a) is a constant; under DDP without gradient synchronisation), then the
+    pseudo part with the weight the moving averages give: the same gradients as one backward of
+    the combined loss, with one part's activations in memory at a time.
+
+    Logged: the weighted terms (``human/loss_*``, ``pseudo/loss_*``, summing to ``total_loss``,
+    the loss optimised), and ``loss_human``, ``loss_pseudo`` (averaged over processes) and
+    ``loss_ratio`` = avg(L_h) / avg(L_p).
+    """
+
+    def __init__(self, model, data_loader, optimizer, normalizer, *, amp=False, grad_scaler=None):
+        """
+        Args:
+            model, data_loader, optimizer: as in :class:`SimpleTrainer`; the loader yields
+                ``MixedBatch``.
+            normalizer (LossNormalizer): combines the two losses; saved with the trainer state.
+            amp (bool): mixed precision (CUDA) with a gradient scaler, as ``AMPTrainer``.
+            grad_scaler (GradScaler or None): the scaler when ``amp``; a new one by default.
+        """
+        super().__init__(model, data_loader, optimizer)
+        self.normalizer = normalizer
+        self.amp = amp
+        self.grad_scaler = None
+        if amp:
+            self.grad_scaler = grad_scaler or torch.amp.GradScaler("cuda")
+
+    def _forward(self, data):
+        with torch.autocast("cuda") if self.amp else contextlib.nullcontext():
+            loss_dict = self.model(data)
+        return loss_dict, sum(loss_dict.values())
+
+    def _backward(self, loss):
+        (self.grad_scaler.scale(loss) if self.amp else loss).backward()
+
+    def run_step(self):
+        assert self.model.training, "[StudentStep] model was changed to eval mode!"
+        start = time.perf_counter()
+        batch = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        self.optimizer.zero_grad()
+        is_ddp = isinstance(self.model, DistributedDataParallel)
+        with self.model.no_sync() if is_ddp else contextlib.nullcontext():
+            human_dict, loss_human = self._forward(batch.labeled)
+            self._backward(self.normalizer.human_weight * loss_human)
+        pseudo_dict, loss_pseudo = self._forward(batch.pseudo)
+        human, pseudo = self.normalizer.update(loss_human, loss_pseudo)
+        w_human, w_pseudo = self.normalizer.human_weight, self.normalizer.pseudo_weight
+        self._backward(w_pseudo * loss_pseudo)
+        self.after_backward()
+
+        weighted = {f"human/{k}": w_human * v.detach() for k, v in human_dict.items()}
+        weighted.update({f"pseudo/{k}": w_pseudo * v.detach() for k, v in pseudo_dict.items()})
+        self._write_metrics(weighted, data_time)
+        if comm.is_main_process():
+            get_event_storage().put_scalars(
+                loss_human=human, loss_pseudo=pseudo, loss_ratio=self.normalizer.ratio
+            )
+        if self.amp:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["loss_normalizer"] = self.normalizer.state_dict()
+        if self.amp:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "loss_normalizer" in state_dict:
+            self.normalizer.load_state_dict(state_dict["loss_normalizer"])
+        if self.amp and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+def build_student_mappers(cfg):
+    """
+    The mappers of the two halves: Detectron2's ``DatasetMapper`` (as
+    :class:`RobustDatasetMapper`, skipping unreadable images) with the strong augmentation
+    preset ``INPUT.STRONG_AUG.PRESET``, which moves boxes and masks with the image. Pseudo masks
+    are RLE, so the pseudo-labeled half reads masks as bitmasks.
+
+    Args:
+        cfg (CfgNode): the student's config.
+
+    Returns:
+        tuple[callable, callable]: (labeled mapper, pseudo-labeled mapper).
+    """
+    from ..data.transforms.strong_aug import build_strong_augmentation
+
+    augmentations = build_strong_augmentation(cfg, is_train=True)
+    logger.info(f"Student augmentation ({cfg.INPUT.STRONG_AUG.PRESET}): {augmentations}")
+    labeled = RobustDatasetMapper(cfg, is_train=True, augmentations=augmentations)
+    pseudo = RobustDatasetMapper(
+        cfg, is_train=True, augmentations=augmentations, instance_mask_format="bitmask"
+    )
+    return labeled, pseudo
+
+
+class StudentTrainer(FinetuneTrainer):
+    """
+    The student of noisy-student self-training (Zoph et al., "Rethinking Pre-training and
+    Self-training", NeurIPS 2020): :class:`FinetuneTrainer` (evaluation, checkpoints, load
+    reports) whose every step takes ``SELF_TRAIN.LABELED_RATIO`` of its images from
+    ``DATASETS.TRAIN`` and the rest from ``SELF_TRAIN.PSEUDO_DATASETS``, both strongly
+    augmented, and optimises the normalized combination of the two losses
+    (:class:`StudentStep`). The student starts from ``MODEL.WEIGHTS``.
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # DetpreTrainer builds a SimpleTrainer / AMPTrainer; the student steps with its own.
+        plain = self._trainer
+        self._trainer = StudentStep(
+            plain.model,
+            plain.data_loader,
+            plain.optimizer,
+            LossNormalizer(cfg),
+            amp=cfg.SOLVER.AMP.ENABLED,
+            grad_scaler=getattr(plain, "grad_scaler", None),
+        )
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_mixed_train_loader(cfg, *build_student_mappers(cfg))
