@@ -323,7 +323,9 @@ def _run(tasks, workers):
             cv2.setNumThreads(threads[0])
             torch.set_num_threads(threads[1])
         return
-    with mp.Pool(workers, initializer=_init_worker) as pool:
+    # "spawn": a forked child of a process whose OpenMP pool has run (torch, OpenCV) can hang in
+    # its first OpenMP call.
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
         yield from pool.imap_unordered(_process, tasks, chunksize=1)
 
 
