@@ -162,7 +162,8 @@ def test_killed_run_resumes_from_last_checkpoint(repo_root, tmp_path):
     cmd += [
         os.path.join(repo_root, "configs", "pretrain", "insloc_R50_C4_cpu_imagenet_sample.yaml")
     ]
-    opts = TINY + ["OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "40"]
+    opts = TINY + ["SOLVER.CHECKPOINT_MAX_TO_KEEP", "2", "OUTPUT_DIR", str(out)]
+    opts += ["SOLVER.MAX_ITER", "40"]
     proc = subprocess.Popen(
         cmd + opts, cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -190,6 +191,12 @@ def test_killed_run_resumes_from_last_checkpoint(repo_root, tmp_path):
     with open(out / "metrics.json") as f:
         iters = [json.loads(line)["iteration"] for line in f if line.strip()]
     assert iters[-1] == killed_at + 2
+    # SOLVER.CHECKPOINT_MAX_TO_KEEP 2 across the kill: the killed run's last checkpoint and the
+    # resumed run's one are left (period 2), each with at most its own export.
+    periodic = sorted(p.name for p in out.glob("model_???????.pth"))
+    assert periodic == [f"model_{killed_at:07d}.pth", f"model_{killed_at + 2:07d}.pth"]
+    exports = {p.name.replace("_d2", "") for p in out.glob("model_???????_d2.pth")}
+    assert f"model_{killed_at + 2:07d}.pth" in exports and exports <= set(periodic)
 
 
 def test_two_process_pretraining_gathers_keys(repo_root, tmp_path):

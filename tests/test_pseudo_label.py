@@ -272,13 +272,86 @@ def test_real_mask_rcnn_teacher(repo_root, datasets_root, tmp_path, one_thread):
     teacher = build_teacher(cfg)
     assert not teacher.training
     assert teacher.roi_heads.box_predictor.test_score_thresh == 0.2
+    # The CPU config labels in bfloat16: the box head's matrix products really run in it.
+    assert cfg.SELF_TRAIN.PSEUDO_LABEL.PRECISION == "bfloat16"
+    dtypes = []
+    teacher.roi_heads.box_head.fc1.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     index = run_pseudo_labelling(cfg, teacher, str(tmp_path / "out"))
+    assert dtypes and set(dtypes) == {torch.bfloat16}
     coco = COCO(index["imagenet_sample_unlabeled"]["json_file"])
     assert len(coco.getImgIds()) == 2
     assert coco.dataset["info"]["teacher"] == weights
+    assert coco.dataset["info"]["precision"] == "bfloat16"
     # The random heads score some boxes above 0.2 (seeded): masks are RLE of the image size.
     assert 0 < len(coco.dataset["annotations"]) <= 2 * 5
     for ann in coco.dataset["annotations"]:
         image = coco.imgs[ann["image_id"]]
         assert ann["score"] >= 0.2
         assert mask_util.decode(ann["segmentation"]).shape == (image["height"], image["width"])
+
+
+class AutocastProbe(torch.nn.Module):
+    """A stub teacher that records, per batch, the CPU autocast dtype it ran under (None: off)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, batched_inputs):
+        on = torch.is_autocast_enabled("cpu")
+        self.seen.append(torch.get_autocast_dtype("cpu") if on else None)
+        return [{"instances": stub_predictions(d["height"], d["width"])} for d in batched_inputs]
+
+
+@pytest.mark.parametrize(
+    "precision, dtype",
+    [("float32", None), ("bfloat16", torch.bfloat16), ("float16", torch.float16)],
+)
+def test_precision_runs_the_teacher_under_autocast(image_folder, tmp_path, precision, dtype):
+    name, _ = image_folder
+    probe = AutocastProbe()
+    cfg = labeller_cfg(name, "SELF_TRAIN.PSEUDO_LABEL.PRECISION", precision)
+    index = run_pseudo_labelling(cfg, probe, str(tmp_path / "out"))
+    assert len(probe.seen) == -(-NUM_IMAGES // 2) and set(probe.seen) == {dtype}
+    assert COCO(index[name]["json_file"]).dataset["info"]["precision"] == precision
+
+
+def test_bad_precision_fails_naming_the_key(image_folder, tmp_path):
+    name, _ = image_folder
+    cfg = labeller_cfg(name, "SELF_TRAIN.PSEUDO_LABEL.PRECISION", "fp8")
+    match = r"SELF_TRAIN\.PSEUDO_LABEL\.PRECISION .*'fp8'"
+    with pytest.raises(ValueError, match=match):
+        build_teacher(cfg)  # before a model is built or weights are read
+    with pytest.raises(ValueError, match=match):
+        run_pseudo_labelling(cfg, StubTeacher(), str(tmp_path / "out"))
+    assert not (tmp_path / "out" / f"{name}.json").exists()
+
+
+def test_channels_last_teacher_computes_the_same_features(repo_root, tmp_path, one_thread):
+    cfg = get_detpre_cfg()
+    cfg.merge_from_file(
+        os.path.join(repo_root, "configs", "selftrain", "mask_rcnn_R50_FPN_cpu_coco_tiny.yaml")
+    )
+    torch.manual_seed(0)
+    DetpreCheckpointer(build_model(cfg), str(tmp_path)).save("teacher")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "teacher.pth")
+    cfg.SELF_TRAIN.PSEUDO_LABEL.CHANNELS_LAST = False
+    plain = build_teacher(cfg)
+    cfg.SELF_TRAIN.PSEUDO_LABEL.CHANNELS_LAST = True
+    fast = build_teacher(cfg)
+    convs = [m.weight for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) > 50
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not plain.backbone.bottom_up.stem.conv1.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    torch.manual_seed(1)
+    image = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        want, got = plain.backbone(image), fast.backbone(image)
+    assert set(want) == set(got) == {"p2", "p3", "p4", "p5", "p6"}
+    for k in want:
+        assert got[k].is_contiguous(memory_format=torch.channels_last), k
+        # Other convolution kernels, other summation order: float32 rounding only.
+        scale = want[k].abs().max().item()
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-4 * scale)

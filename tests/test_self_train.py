@@ -16,11 +16,13 @@ from pycocotools.coco import COCO
 
 CPU_CONFIG = os.path.join("configs", "selftrain", "mask_rcnn_R50_FPN_cpu_coco_tiny.yaml")
 # Small enough for a CPU test: 3 iterations of 2 images at 64 px, 2 unlabeled images per dataset,
-# a checkpoint every iteration (the kill lands between two), few proposals and detections. The
-# score threshold is 0 so that the barely trained teacher still gives pseudo boxes and masks.
+# a checkpoint every iteration (the kill lands between two; only the newest is kept), few
+# proposals and detections. The score threshold is 0 so that the barely trained teacher still
+# gives pseudo boxes and masks.
 TINY = [
     "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
-    "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1", "DATALOADER.NUM_WORKERS", "0",
+    "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.CHECKPOINT_MAX_TO_KEEP", "1",
+    "DATALOADER.NUM_WORKERS", "0",
     "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.MIN_SIZE_TEST", "64",
     "INPUT.MAX_SIZE_TEST", "96", "INPUT.STRONG_AUG.IMAGE_SIZE", "96",
     "MODEL.RPN.POST_NMS_TOPK_TEST", "20", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
@@ -209,6 +211,12 @@ def test_tiny_run_killed_during_student_resumes(repo_root, datasets_root, tmp_pa
     final = torch.load(student / "model_final.pth", map_location="cpu", weights_only=False)
     assert final["iteration"] == 2
     assert final["trainer"]["_trainer"]["loss_normalizer"]["avg_human"] > 0
+    # SOLVER.CHECKPOINT_MAX_TO_KEEP 1, across the kill too: the newest periodic one is left.
+    for stage in (out / "teacher", student):
+        assert sorted(p.name for p in stage.glob("model_*.pth")) == [
+            "model_0000002.pth",
+            "model_final.pth",
+        ]
     with open(student / "metrics.json") as f:
         metrics = [json.loads(line) for line in f if line.strip()]
     logged = [m for m in metrics if "loss_ratio" in m]

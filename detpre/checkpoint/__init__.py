@@ -10,8 +10,10 @@ from .convert import (
     unwrap_state_dict,
 )
 from .load_report import GROUPS, LoadReportRow, format_load_report, group_of, load_report
+from .periodic import BoundedPeriodicCheckpointer
 
 __all__ = [
+    "BoundedPeriodicCheckpointer",
     "ConversionReport",
     "DetpreCheckpointer",
     "GROUPS",

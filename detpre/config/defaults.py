@@ -44,6 +44,15 @@ def add_finetune_config(cfg):
     _C.FINETUNE.SKIP_CORRUPT_IMAGES = True
 
 
+def add_checkpoint_config(cfg):
+    """Keys of the periodic checkpoints that every detpre trainer writes."""
+    _C = cfg
+    # How many periodic checkpoints (model_XXXXXXX.pth, with their *_d2.pth exports) to keep;
+    # older ones are deleted as new ones are written. 0 keeps all, as Detectron2 does.
+    # model_final.pth is never deleted, and the newest checkpoint is always kept for --resume.
+    _C.SOLVER.CHECKPOINT_MAX_TO_KEEP = 0
+
+
 def add_detpre_config(cfg):
     """
     Add every detpre key to a Detectron2 config, in place.
@@ -53,6 +62,7 @@ def add_detpre_config(cfg):
     """
     add_dataset_config(cfg)
     add_finetune_config(cfg)
+    add_checkpoint_config(cfg)
     add_ssl_config(cfg)
     add_pixel_aug_config(cfg)
     add_insloc_config(cfg)

@@ -8,6 +8,7 @@ from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.engine import hooks
 from detectron2.utils import comm
 
+from ..checkpoint import BoundedPeriodicCheckpointer
 from ..checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from ..data.build import build_pretrain_mapper, get_pretrain_dicts
 from ..solver import build_pretrain_optimizer
@@ -115,9 +116,7 @@ class PretrainTrainer(DetpreTrainer):
             MomentumScheduleHook(),
         ]
         if comm.is_main_process():
-            ret.append(
-                hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD)
-            )
+            ret.append(BoundedPeriodicCheckpointer.from_trainer(self))
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SSL.LOG_PERIOD))
         return ret
 

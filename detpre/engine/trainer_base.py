@@ -10,11 +10,12 @@ from detectron2.engine import (
     SimpleTrainer,
     TrainerBase,
     create_ddp_model,
+    hooks,
 )
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint import DetpreCheckpointer
+from ..checkpoint import BoundedPeriodicCheckpointer, DetpreCheckpointer
 
 
 def unwrap_model(model):
@@ -68,6 +69,19 @@ class DetpreTrainer(DefaultTrainer):
         if getattr(model, "has_unused_parameters", False):
             kwargs["find_unused_parameters"] = True
         return create_ddp_model(model, **kwargs)
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks, with the periodic checkpointer bounded by
+        ``SOLVER.CHECKPOINT_MAX_TO_KEEP``."""
+        ret = super().build_hooks()
+        return [
+            (
+                BoundedPeriodicCheckpointer.from_trainer(self)
+                if isinstance(h, hooks.PeriodicCheckpointer)
+                else h
+            )
+            for h in ret
+        ]
 
     @classmethod
     def build_checkpointer(cls, cfg, model, trainer=None):

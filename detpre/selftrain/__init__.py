@@ -5,6 +5,7 @@ from .loss_normalization import LossNormalizer
 from .mixed_loader import MixedBatch, MixedDataLoader, build_mixed_train_loader, split_batch_size
 from .pseudo_label import (
     PseudoLabelMapper,
+    autocast_dtype,
     build_teacher,
     coco_categories,
     pseudo_label_dataset,
@@ -19,6 +20,7 @@ __all__ = [
     "PseudoLabelMapper",
     "StudentStep",
     "StudentTrainer",
+    "autocast_dtype",
     "build_mixed_train_loader",
     "build_student_mappers",
     "build_teacher",

@@ -5,7 +5,6 @@ set's categories. The self-training recipe of Zoph et al., "Rethinking Pre-train
 Self-training", NeurIPS 2020.
 """
 
-import glob
 import json
 import logging
 import os
@@ -24,9 +23,11 @@ from ..checkpoint import DetpreCheckpointer
 from ..checkpoint.checkpointer import atomic_write
 from ..data.image_io import CorruptImageError
 from ..data.mappers.finetune import RobustDatasetMapper
+from .label_store import PartWriter, read_info, read_parts, write_coco_json
 
 __all__ = [
     "PseudoLabelMapper",
+    "autocast_dtype",
     "build_teacher",
     "coco_categories",
     "pseudo_label_dataset",
@@ -75,11 +76,30 @@ def coco_categories(metadata):
     return categories, to_dataset_id
 
 
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_dtype(precision):
+    """
+    Args:
+        precision (str): ``SELF_TRAIN.PSEUDO_LABEL.PRECISION``.
+
+    Returns:
+        torch.dtype or None: the autocast dtype; None for float32 (no autocast).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"SELF_TRAIN.PSEUDO_LABEL.PRECISION must be one of {sorted(PRECISIONS)}, "
+            f"got {precision!r}"
+        )
+    return PRECISIONS[precision]
+
+
 def build_teacher(cfg):
     """
     The teacher: the config's model with ``MODEL.WEIGHTS`` loaded, in eval mode, whose test-time
     score threshold is ``SELF_TRAIN.PSEUDO_LABEL.SCORE_THRESH`` (no mask is computed for a box
-    that will be dropped).
+    that will be dropped), its weights channels-last when ``SELF_TRAIN.PSEUDO_LABEL.CHANNELS_LAST``.
 
     Args:
         cfg (CfgNode): a config with detpre's keys.
@@ -89,11 +109,14 @@ def build_teacher(cfg):
     """
     cfg = cfg.clone()
     cfg.defrost()
+    autocast_dtype(cfg.SELF_TRAIN.PSEUDO_LABEL.PRECISION)  # a bad value fails before the build
     thresh = cfg.SELF_TRAIN.PSEUDO_LABEL.SCORE_THRESH
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thresh
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = thresh
     model = build_model(cfg)
     DetpreCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    if cfg.SELF_TRAIN.PSEUDO_LABEL.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
     return model.eval()
 
 
@@ -110,46 +133,6 @@ def _annotations(instances, to_dataset_id, score_thresh):
         else:
             ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
     return anns
-
-
-class _PartWriter:
-    """Appends records (one json line each) to this process's own part file, flushed to disk
-    every ``chunk_size`` records: a killed run keeps what was flushed."""
-
-    def __init__(self, parts_dir, chunk_size):
-        name = f"part-{comm.get_rank()}-{time.time_ns()}-{os.getpid()}.jsonl"
-        self.path = os.path.join(parts_dir, name)
-        self.chunk_size = max(1, chunk_size)
-        self._lines = []
-
-    def add(self, record):
-        self._lines.append(json.dumps(record) + "\n")
-        if len(self._lines) >= self.chunk_size:
-            self.flush()
-
-    def flush(self):
-        if not self._lines:
-            return
-        with open(self.path, "a") as f:
-            f.writelines(self._lines)
-            f.flush()
-            os.fsync(f.fileno())
-        self._lines = []
-
-
-def _read_parts(parts_dir):
-    """file_name -> record of every complete line of every part file (a line cut by a kill is
-    dropped: its image is labelled again)."""
-    records = {}
-    for path in sorted(glob.glob(os.path.join(parts_dir, "*.jsonl"))):
-        with open(path) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                records[record["file_name"]] = record
-    return records
 
 
 def _image_root(dicts, metadata):
@@ -189,6 +172,7 @@ def pseudo_label_dataset(
     batch_size=4,
     chunk_size=64,
     num_workers=0,
+    precision="float32",
     info=None,
 ):
     """
@@ -217,18 +201,21 @@ def pseudo_label_dataset(
         batch_size (int): images per forward pass per process.
         chunk_size (int): images between flushes of the partial results.
         num_workers (int): data loader workers per process.
+        precision (str): "float32", or "bfloat16" / "float16" to run the model under
+            ``torch.autocast`` (see ``SELF_TRAIN.PSEUDO_LABEL.PRECISION``).
         info (dict or None): extra entries of the json's ``info``.
 
     Returns:
         dict: the json's ``info`` (with ``num_images``, ``num_annotations``, ``skipped_images``).
     """
+    dtype = autocast_dtype(precision)
     if os.path.isfile(output_file):
-        return comm.all_gather(_read_info(output_file) if comm.is_main_process() else None)[0]
+        return comm.all_gather(read_info(output_file) if comm.is_main_process() else None)[0]
     parts_dir = output_file + ".parts"
     if comm.is_main_process():
         os.makedirs(parts_dir, exist_ok=True)
     comm.synchronize()
-    done = _read_parts(parts_dir)
+    done = read_parts(parts_dir)
     todo = [d for d in dataset_dicts if d["file_name"] not in done]
     comm.synchronize()  # every process has read the parts before any writes to them
     if done:
@@ -237,7 +224,7 @@ def pseudo_label_dataset(
     if all("height" in d and "width" in d for d in todo):
         # Batches of like aspect ratios pad less (every process sorts the same list the same way).
         todo = sorted(todo, key=lambda d: d["width"] / d["height"])
-    writer = _PartWriter(parts_dir, chunk_size)
+    writer = PartWriter(parts_dir, chunk_size)
     if todo:
         loader = build_detection_test_loader(
             todo, mapper=mapper, batch_size=batch_size, num_workers=num_workers
@@ -249,7 +236,8 @@ def pseudo_label_dataset(
             disable=not comm.is_main_process(),
         )
         start = time.perf_counter()
-        with torch.no_grad():
+        device_type = next((p.device.type for p in model.parameters()), "cpu")
+        with torch.inference_mode(), torch.autocast(device_type, dtype, enabled=dtype is not None):
             for batch in loader:
                 for bad in (b for b in batch if "error" in b):
                     logger.warning(f"Skipping unreadable image: {bad['error']}")
@@ -273,49 +261,11 @@ def pseudo_label_dataset(
     comm.synchronize()
     summary = None
     if comm.is_main_process():
-        summary = _write_json(
-            dataset_dicts, _read_parts(parts_dir), output_file, categories, image_root, info
+        summary = write_coco_json(
+            dataset_dicts, read_parts(parts_dir), output_file, categories, image_root, info
         )
         shutil.rmtree(parts_dir, ignore_errors=True)
     return comm.all_gather(summary)[0]  # the main process's, once it has written the json
-
-
-def _read_info(output_file):
-    with open(output_file) as f:
-        return json.load(f)["info"]
-
-
-def _write_json(dataset_dicts, records, output_file, categories, image_root, info):
-    images, annotations, skipped = [], [], []
-    for d in dataset_dicts:
-        record = records.get(d["file_name"])
-        if record is None:
-            raise RuntimeError(f"No pseudo-label record for {d['file_name']}")
-        if "error" in record:
-            skipped.append({"file_name": d["file_name"], "error": record["error"]})
-            continue
-        image = dict(record["image"])
-        path = os.path.abspath(image["file_name"])
-        if path.startswith(image_root + os.sep):
-            image["file_name"] = os.path.relpath(path, image_root)
-        images.append(image)
-        for ann in record["annotations"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": image["id"], **ann})
-    info = dict(info or {})
-    info.update(
-        image_root=image_root,
-        num_images=len(images),
-        num_annotations=len(annotations),
-        skipped_images=skipped,
-        date_created=time.strftime("%Y-%m-%d %H:%M:%S"),
-    )
-    data = {"info": info, "images": images, "annotations": annotations, "categories": categories}
-    atomic_write(output_file, lambda f: f.write(json.dumps(data).encode()))
-    logger.info(
-        f"Wrote {output_file}: {len(images)} images, {len(annotations)} pseudo boxes, "
-        f"{len(skipped)} unreadable images skipped"
-    )
-    return info
 
 
 def run_pseudo_labelling(cfg, model, output_dir):
@@ -355,6 +305,7 @@ def run_pseudo_labelling(cfg, model, output_dir):
             "labeled_dataset": labeled,
             "teacher": cfg.MODEL.WEIGHTS,
             "score_thresh": node.SCORE_THRESH,
+            "precision": node.PRECISION,
         }
         summary = pseudo_label_dataset(
             model,
@@ -368,6 +319,7 @@ def run_pseudo_labelling(cfg, model, output_dir):
             batch_size=node.BATCH_SIZE,
             chunk_size=node.CHUNK_SIZE,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
+            precision=node.PRECISION,
             info=info,
         )
         logger.info(
