@@ -125,7 +125,9 @@ def main():
         teacher = build_teacher(cfg)
         plain_cfg = cfg.clone()
         plain_cfg.SELF_TRAIN.PSEUDO_LABEL.CHANNELS_LAST = False
-        plain = build_teacher(plain_cfg)  # the same weights and score threshold, Detectron2's layout
+        plain = build_teacher(
+            plain_cfg
+        )  # the same weights and score threshold, Detectron2's layout
         predictor = DefaultPredictor(cfg)
         predictor.model = plain  # as DefaultPredictor builds it, at the teacher's score threshold
 
