@@ -9,7 +9,7 @@ from detectron2.modeling.roi_heads import Res5ROIHeads
 
 from ..ssl import MLPProjection, box_id_contrast, match_rois_to_ids
 from ..ssl.events import put_scalars
-from .box_domain import BoxDomainPretraining, frozen_backbone_path
+from .box_domain import BoxDomainPretraining
 
 __all__ = ["AlignDet", "roi_box_features"]
 
@@ -60,27 +60,14 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
     method = "aligndet"
 
     @configurable
-    def __init__(
-        self,
-        *,
-        projector,
-        temperature,
-        match_iou,
-        rois_per_image,
-        freeze_backbone,
-        contrast_weight=1.0,
-        box_reg_weight=1.0,
-        **kwargs,
-    ):
+    def __init__(self, *, box_domain, match_iou, rois_per_image, **kwargs):
         """
         Args:
-            projector (nn.Module): box feature -> contrastive embedding (``ssl_head.projector``).
-            temperature (float): InfoNCE temperature.
+            box_domain (dict): the arguments of :meth:`BoxDomainPretraining.setup_box_domain`
+                but ``online_names`` (projector: box feature -> embedding, temperature,
+                freeze_backbone, loss weights).
             match_iou (float): IoU for a RoI to take a proposal's id.
             rois_per_image (int): at most this many matched RoIs per image.
-            freeze_backbone (bool): freeze the image-domain backbone (see
-                :func:`frozen_backbone_path`).
-            contrast_weight, box_reg_weight (float): loss weights.
             kwargs: the arguments of ``GeneralizedRCNN`` (backbone, proposal_generator,
                 roi_heads, pixel_mean, pixel_std, ...).
         """
@@ -95,20 +82,9 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
         # The classifier is replaced by the projector: removed, so it is neither trained nor
         # exported (fine-tuning initialises its own).
         predictor.cls_score = None
-        self.ssl_head = torch.nn.ModuleDict({"projector": projector})
-        self.temperature = temperature
         self.match_iou = match_iou
         self.rois_per_image = rois_per_image
-        self.contrast_weight = contrast_weight
-        self.box_reg_weight = box_reg_weight
-        online = {
-            "backbone": self.backbone,
-            "proposal_generator": self.proposal_generator,
-            "roi_heads": self.roi_heads,
-            "ssl_head": self.ssl_head,
-        }
-        frozen = frozen_backbone_path(self.backbone) if freeze_backbone else None
-        self.setup_box_domain(online, frozen)
+        self.setup_box_domain(["backbone", "proposal_generator", "roi_heads"], **box_domain)
 
     @classmethod
     def from_config(cls, cfg):
@@ -123,18 +99,15 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
             )
         ret = GeneralizedRCNN.from_config(cfg)
         in_dim = ret["roi_heads"].box_predictor.bbox_pred.in_features
+        projector = MLPProjection(
+            in_dim=in_dim,
+            hidden_dim=cfg.ALIGNDET.PROJ_HIDDEN_DIM or in_dim,
+            out_dim=cfg.ALIGNDET.PROJ_DIM,
+        )
         ret.update(
-            projector=MLPProjection(
-                in_dim=in_dim,
-                hidden_dim=cfg.ALIGNDET.PROJ_HIDDEN_DIM or in_dim,
-                out_dim=cfg.ALIGNDET.PROJ_DIM,
-            ),
-            temperature=cfg.ALIGNDET.TEMPERATURE,
+            box_domain=dict(cls.box_domain_config(cfg), projector=projector),
             match_iou=cfg.ALIGNDET.MATCH_IOU,
             rois_per_image=cfg.ALIGNDET.ROIS_PER_IMAGE,
-            freeze_backbone=cfg.ALIGNDET.FREEZE_BACKBONE,
-            contrast_weight=cfg.ALIGNDET.CONTRAST_WEIGHT,
-            box_reg_weight=cfg.ALIGNDET.BOX_REG_WEIGHT,
         )
         return ret
 

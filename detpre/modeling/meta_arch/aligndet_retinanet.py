@@ -11,7 +11,7 @@ from torch import nn
 
 from ..ssl import box_id_contrast
 from ..ssl.events import put_scalars
-from .box_domain import BoxDomainPretraining, frozen_backbone_path
+from .box_domain import BoxDomainPretraining
 
 __all__ = ["AlignDetRetinaNet"]
 
@@ -33,54 +33,34 @@ class AlignDetRetinaNet(BoxDomainPretraining, RetinaNet):
     method = "aligndet"
 
     @configurable
-    def __init__(
-        self,
-        *,
-        projector,
-        temperature,
-        anchors_per_image,
-        freeze_backbone,
-        contrast_weight=1.0,
-        box_reg_weight=1.0,
-        **kwargs,
-    ):
+    def __init__(self, *, box_domain, anchors_per_image, **kwargs):
         """
         Args:
-            projector (nn.Module): (N, C, H, W) -> (N, A * D, H, W) anchor embeddings.
-            temperature (float): InfoNCE temperature.
+            box_domain (dict): the arguments of :meth:`BoxDomainPretraining.setup_box_domain`
+                but ``online_names`` (projector: (N, C, H, W) -> (N, A * D, H, W) anchor
+                embeddings, temperature, freeze_backbone, loss weights).
             anchors_per_image (int): at most this many matched anchors per image (random).
-            freeze_backbone (bool): freeze the bottom-up ResNet.
-            contrast_weight, box_reg_weight (float): loss weights.
             kwargs: the arguments of ``RetinaNet``.
         """
         super().__init__(**kwargs)
         # Replaced by the projector: neither trained nor exported.
         self.head.cls_score = None
-        self.ssl_head = nn.ModuleDict({"projector": projector})
-        self.temperature = temperature
         self.anchors_per_image = anchors_per_image
-        self.contrast_weight = contrast_weight
-        self.box_reg_weight = box_reg_weight
-        online = {"backbone": self.backbone, "head": self.head, "ssl_head": self.ssl_head}
-        frozen = frozen_backbone_path(self.backbone) if freeze_backbone else None
-        self.setup_box_domain(online, frozen)
+        self.setup_box_domain(["backbone", "head"], **box_domain)
 
     @classmethod
     def from_config(cls, cfg):
         ret = RetinaNet.from_config(cfg)
         channels = ret["head"].bbox_subnet[0].in_channels
         num_anchors = ret["anchor_generator"].num_cell_anchors[0]
+        projector = nn.Sequential(
+            nn.Conv2d(channels, channels, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, num_anchors * cfg.ALIGNDET.PROJ_DIM, 1),
+        )
         ret.update(
-            projector=nn.Sequential(
-                nn.Conv2d(channels, channels, 1),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(channels, num_anchors * cfg.ALIGNDET.PROJ_DIM, 1),
-            ),
-            temperature=cfg.ALIGNDET.TEMPERATURE,
+            box_domain=dict(cls.box_domain_config(cfg), projector=projector),
             anchors_per_image=cfg.ALIGNDET.ROIS_PER_IMAGE,
-            freeze_backbone=cfg.ALIGNDET.FREEZE_BACKBONE,
-            contrast_weight=cfg.ALIGNDET.CONTRAST_WEIGHT,
-            box_reg_weight=cfg.ALIGNDET.BOX_REG_WEIGHT,
         )
         return ret
 

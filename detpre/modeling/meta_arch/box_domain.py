@@ -27,24 +27,56 @@ def frozen_backbone_path(backbone):
 class BoxDomainPretraining:
     """
     A mixin for a Detectron2 detector subclass: call :meth:`setup_box_domain` at the end of
-    ``__init__``. It adds the EMA target network ``momentum.*`` (moved by
+    ``__init__``. It adds the projector ``ssl_head.projector``, the EMA target network ``momentum.*`` (moved by
     :meth:`momentum_update`, which the trainer's ``MomentumScheduleHook`` calls after each step),
     freezes the image-domain backbone (no gradient, batch norms in eval mode in both copies), and
     turns ``{"views": [v1, v2]}`` inputs into per-view image batches and targets.
     """
 
-    def setup_box_domain(self, online: Dict[str, torch.nn.Module], frozen_path=None):
+    def setup_box_domain(
+        self,
+        online_names,
+        *,
+        projector,
+        temperature,
+        freeze_backbone,
+        contrast_weight=1.0,
+        box_reg_weight=1.0,
+    ):
         """
         Args:
-            online (dict[str, nn.Module]): the attribute names and modules the target copies.
-            frozen_path (str or None): submodule path to freeze (see :func:`frozen_backbone_path`).
+            online_names (list[str]): the detector's attributes that the target network copies
+                (``ssl_head``, which holds ``projector``, is added).
+            projector (nn.Module): detector feature -> contrastive embedding.
+            temperature (float): InfoNCE temperature.
+            freeze_backbone (bool): freeze the image-domain backbone (see
+                :func:`frozen_backbone_path`).
+            contrast_weight, box_reg_weight (float): loss weights.
         """
+        self.ssl_head = torch.nn.ModuleDict({"projector": projector})
+        self.temperature = temperature
+        self.contrast_weight = contrast_weight
+        self.box_reg_weight = box_reg_weight
+        frozen_path = frozen_backbone_path(self.backbone) if freeze_backbone else None
         self.frozen_path = frozen_path
         if frozen_path is not None:
             self.get_submodule(frozen_path).requires_grad_(False)
         # Copied after freezing: the copy's parameters take no gradient either way.
+        online = {name: getattr(self, name) for name in (*online_names, "ssl_head")}
         self.momentum = MomentumCopy(online)
         self.train(self.training)
+
+    @staticmethod
+    def box_domain_config(cfg):
+        """The :meth:`setup_box_domain` arguments read from ``cfg.ALIGNDET`` (all but the
+        projector)."""
+        node = cfg.ALIGNDET
+        return {
+            "temperature": node.TEMPERATURE,
+            "freeze_backbone": node.FREEZE_BACKBONE,
+            "contrast_weight": node.CONTRAST_WEIGHT,
+            "box_reg_weight": node.BOX_REG_WEIGHT,
+        }
 
     def train(self, mode=True):
         super().train(mode)

@@ -9,7 +9,7 @@ from detectron2.modeling.backbone import FPN
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads, build_box_head
 from torch import nn
 
-__all__ = ["build_detector_trunk"]
+__all__ = ["build_detector_trunk", "build_res5_trunk", "split_two_views"]
 
 
 def build_detector_trunk(cfg):
@@ -76,3 +76,47 @@ def build_detector_trunk(cfg):
         "kind": "C4",
         "out_dim": out_channels,
     }
+
+
+def build_res5_trunk(cfg, method):
+    """
+    :func:`build_detector_trunk` for methods that work on the last ResNet stage of either trunk:
+    the bottom-up res5 of an FPN backbone (whose FPN and box head then take no gradient), or
+    ``roi_heads.res5`` on C4.
+
+    Args:
+        cfg (CfgNode): a config with Detectron2's ``MODEL.*`` keys.
+        method (str): the meta-architecture's name, for the error message.
+
+    Returns:
+        tuple: ``backbone`` (Backbone), ``roi_heads`` (nn.ModuleDict: empty for FPN, ``res5`` for
+        C4) and the res5 channels (int).
+    """
+    trunk = build_detector_trunk(cfg)
+    backbone = trunk["backbone"]
+    if trunk["kind"] == "C4":
+        return backbone, trunk["roi_heads"], trunk["out_dim"]
+    shapes = backbone.bottom_up.output_shape()
+    if "res5" not in shapes:
+        raise ValueError(
+            f"{method} with FPN works on the bottom-up res5: add 'res5' to "
+            f"MODEL.RESNETS.OUT_FEATURES (got {sorted(shapes)})"
+        )
+    return backbone, nn.ModuleDict(), shapes["res5"].channels
+
+
+def split_two_views(batched_inputs, names):
+    """
+    Args:
+        batched_inputs (list[dict]): mapper outputs, each with ``views``: two view dicts.
+        names (str): what the two views are, for the error message ("query_view, key_view").
+
+    Returns:
+        tuple[list[dict], list[dict]]: the first views and the second views.
+    """
+    for i, x in enumerate(batched_inputs):
+        if "views" not in x or len(x["views"]) != 2:
+            raise ValueError(
+                f"Input {i} must have 'views': [{names}] (keys {sorted(x)}); check SSL.MAPPER"
+            )
+    return [x["views"][0] for x in batched_inputs], [x["views"][1] for x in batched_inputs]

@@ -3,10 +3,9 @@
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
-from torch import nn
 
 from ..ssl import MLPProjection
-from .encoder import build_detector_trunk
+from .encoder import build_res5_trunk
 from .momentum_contrast import MomentumContrast
 
 __all__ = ["MoCoV2"]
@@ -44,18 +43,7 @@ class MoCoV2(MomentumContrast):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        trunk = build_detector_trunk(cfg)
-        backbone = trunk["backbone"]
-        if trunk["kind"] == "FPN":
-            shapes = backbone.bottom_up.output_shape()
-            if "res5" not in shapes:
-                raise ValueError(
-                    "MoCoV2 with FPN pools the bottom-up res5: add 'res5' to "
-                    f"MODEL.RESNETS.OUT_FEATURES (got {sorted(shapes)})"
-                )
-            roi_heads, in_dim = nn.ModuleDict(), shapes["res5"].channels
-        else:
-            roi_heads, in_dim = trunk["roi_heads"], trunk["out_dim"]
+        backbone, roi_heads, in_dim = build_res5_trunk(cfg, "MoCoV2")
         ret.update(
             backbone=backbone,
             roi_heads=roi_heads,

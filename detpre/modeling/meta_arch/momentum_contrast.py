@@ -19,6 +19,7 @@ from ..ssl import (
     info_nce,
 )
 from ..ssl.events import put_scalars
+from .encoder import split_two_views
 
 __all__ = ["MomentumContrast"]
 
@@ -139,7 +140,7 @@ class MomentumContrast(nn.Module):
         return False
 
     def forward(self, batched_inputs: List[Dict]):
-        query_views, key_views = self._split_views(batched_inputs)
+        query_views, key_views = split_two_views(batched_inputs, "query_view, key_view")
         if not self.training:
             images, boxes = self.preprocess(query_views)
             return self.embed(self, images, boxes, is_query=False)
@@ -219,13 +220,3 @@ class MomentumContrast(nn.Module):
                 raise ValueError(f"Each view must carry exactly one box, got {len(v['boxes'])}")
         boxes = torch.cat([v["boxes"].tensor for v in views]).to(self.device, torch.float32)
         return images, boxes
-
-    @staticmethod
-    def _split_views(batched_inputs):
-        for i, x in enumerate(batched_inputs):
-            if "views" not in x or len(x["views"]) != 2:
-                raise ValueError(
-                    f"Input {i} must have 'views': [query_view, key_view] (keys {sorted(x)}); "
-                    "check SSL.MAPPER"
-                )
-        return [x["views"][0] for x in batched_inputs], [x["views"][1] for x in batched_inputs]

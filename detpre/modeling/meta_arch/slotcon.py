@@ -15,7 +15,7 @@ from ..ssl.overlap_align import align_to_overlap, overlap_boxes
 from ..ssl.semantic_grouping import SemanticGrouping
 from ..ssl.slot_losses import grouping_loss, slot_contrast_loss, valid_slots
 from ..ssl.submodule_momentum import SubmoduleMomentumCopy
-from .encoder import build_detector_trunk
+from .encoder import build_res5_trunk, split_two_views
 
 __all__ = ["SlotCon"]
 
@@ -117,18 +117,7 @@ class SlotCon(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        trunk = build_detector_trunk(cfg)
-        backbone = trunk["backbone"]
-        if trunk["kind"] == "FPN":
-            shapes = backbone.bottom_up.output_shape()
-            if "res5" not in shapes:
-                raise ValueError(
-                    "SlotCon with FPN groups the bottom-up res5: add 'res5' to "
-                    f"MODEL.RESNETS.OUT_FEATURES (got {sorted(shapes)})"
-                )
-            roi_heads, in_dim = nn.ModuleDict(), shapes["res5"].channels
-        else:
-            roi_heads, in_dim = trunk["roi_heads"], trunk["out_dim"]
+        backbone, roi_heads, in_dim = build_res5_trunk(cfg, "SlotCon")
         sc = cfg.SLOTCON
         ssl_head = nn.ModuleDict(
             {
@@ -225,7 +214,7 @@ class SlotCon(nn.Module):
                 x["image"] if "image" in x else x["views"][0]["image"] for x in batched_inputs
             ]
             return [{"logits": logits} for logits in self.assign(images)]
-        views = self._split_views(batched_inputs)
+        views = split_two_views(batched_inputs, "view_1, view_2")
         images = [self.preprocess([v["image"] for v in vs]) for vs in views]
         crops = [self._geometry(vs, "crop_box").float() for vs in views]
         flips = [self._geometry(vs, "flipped").bool() for vs in views]
@@ -291,13 +280,3 @@ class SlotCon(nn.Module):
                 )
             values.append(torch.as_tensor(v[key]))
         return torch.stack(values).to(self.device)
-
-    @staticmethod
-    def _split_views(batched_inputs):
-        for i, x in enumerate(batched_inputs):
-            if "views" not in x or len(x["views"]) != 2:
-                raise ValueError(
-                    f"Input {i} must have 'views': [view_1, view_2] (keys {sorted(x)}); check "
-                    "SSL.MAPPER"
-                )
-        return [x["views"][0] for x in batched_inputs], [x["views"][1] for x in batched_inputs]

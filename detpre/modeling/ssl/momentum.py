@@ -112,8 +112,10 @@ class MomentumCopy(nn.Module):
             momentum (float): m, see :func:`momentum_update`.
             copy_buffers (bool): see :func:`momentum_update`.
         """
-        for name in self.names:
-            momentum_update(getattr(owner, name), getattr(self, name), momentum, copy_buffers)
+        for name in self.names:  # get_submodule: subclasses may name dotted paths
+            momentum_update(
+                owner.get_submodule(name), self.get_submodule(name), momentum, copy_buffers
+            )
 
     @torch.no_grad()
     def reset(self, owner):

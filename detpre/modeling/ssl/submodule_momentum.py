@@ -2,10 +2,9 @@
 
 from typing import Dict
 
-import torch
 from torch import nn
 
-from .momentum import MomentumCopy, build_momentum_copy, momentum_update
+from .momentum import MomentumCopy, build_momentum_copy
 
 __all__ = ["SubmoduleMomentumCopy"]
 
@@ -15,8 +14,8 @@ class SubmoduleMomentumCopy(MomentumCopy):
     A :class:`MomentumCopy` whose names may be dotted paths, for EMA teachers that need only part
     of a module: ``{"backbone": ..., "ssl_head.projector": ...}`` holds copies at
     ``momentum.backbone`` and ``momentum.ssl_head.projector`` (other children of ``ssl_head``, such
-    as a student-only predictor, are not copied). :meth:`update` and :meth:`reset` resolve each
-    path on the owner with ``get_submodule``.
+    as a student-only predictor, are not copied). :meth:`update` and :meth:`reset` (inherited)
+    resolve each path on the owner with ``get_submodule``.
     """
 
     def __init__(self, online: Dict[str, nn.Module]):
@@ -36,18 +35,3 @@ class SubmoduleMomentumCopy(MomentumCopy):
             if leaf in holder._modules:
                 raise ValueError(f"SubmoduleMomentumCopy: {name!r} is given twice")
             holder.add_module(leaf, build_momentum_copy(module))
-
-    @torch.no_grad()
-    def update(self, owner, momentum, copy_buffers=True):
-        """
-        EMA step of every copy towards the module at the same path on ``owner``.
-
-        Args:
-            owner (nn.Module): the meta-architecture holding the online modules.
-            momentum (float): m, see :func:`momentum_update`.
-            copy_buffers (bool): see :func:`momentum_update`.
-        """
-        for name in self.names:
-            momentum_update(
-                owner.get_submodule(name), self.get_submodule(name), momentum, copy_buffers
-            )
