@@ -39,7 +39,7 @@ from detectron2.utils.logger import setup_logger
 
 from detpre.checkpoint.checkpointer import atomic_write
 from detpre.engine import launch_from_args, setup_cfg
-from detpre.evaluation import format_markdown, write_results_table
+from detpre.evaluation import format_markdown, report_final_results
 from detpre.selftrain import StudentTrainer
 
 logger = logging.getLogger("detpre")
@@ -56,9 +56,7 @@ def main_student(args):
     trainer = StudentTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
-    if comm.is_main_process() and results:
-        table = write_results_table(results, list(cfg.DATASETS.TEST), cfg.OUTPUT_DIR)
-        logger.info("Final results (also in %s/results.{md,csv}):\n%s", cfg.OUTPUT_DIR, table)
+    report_final_results(cfg, results)
     return results
 
 

@@ -11,15 +11,10 @@ checkpoint: a Detectron2 model, a detpre pretraining output, or a torchvision-st
         --dist-url tcp://HOST:PORT --config-file ...                 # multi-node, run on each node
 """
 
-import logging
-
-import detectron2.utils.comm as comm
 from detectron2.engine import default_argument_parser
 
 from detpre.engine import FinetuneTrainer, launch_from_args, setup_cfg
-from detpre.evaluation import write_results_table
-
-logger = logging.getLogger("detpre")
+from detpre.evaluation import report_final_results
 
 
 def main(args):
@@ -33,9 +28,7 @@ def main(args):
         trainer = FinetuneTrainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
-    if comm.is_main_process() and results:
-        table = write_results_table(results, list(cfg.DATASETS.TEST), cfg.OUTPUT_DIR)
-        logger.info("Final results (also in %s/results.{md,csv}):\n%s", cfg.OUTPUT_DIR, table)
+    report_final_results(cfg, results)
     return results
 
 

@@ -33,7 +33,8 @@ class DetpreTrainer(DefaultTrainer):
     always passes ``device_ids=[local_rank]``, which fails for CPU processes (``--num-gpus 2`` on
     the gloo backend), and never sets ``find_unused_parameters``, which models that leave
     parameters without gradient need. This ``__init__`` is DefaultTrainer's, in the same order,
-    with those two steps going through :meth:`wrap_model` and :meth:`build_checkpointer`.
+    with those two steps going through :meth:`wrap_model` and :meth:`build_checkpointer`, and the
+    step loop through :meth:`build_step_trainer`.
     """
 
     def __init__(self, cfg):
@@ -45,14 +46,28 @@ class DetpreTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = self.wrap_model(model)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self._trainer = self.build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_step_trainer(cls, cfg, model, data_loader, optimizer):
+        """
+        The loop that runs one optimisation step: Detectron2's ``AMPTrainer`` when
+        ``SOLVER.AMP.ENABLED``, else ``SimpleTrainer``. Subclasses with another step override it.
+
+        Args:
+            cfg (CfgNode): the run's config.
+            model (nn.Module): the wrapped model.
+            data_loader (iterable): the training loader.
+            optimizer (torch.optim.Optimizer): the optimizer.
+        """
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        return trainer_cls(model, data_loader, optimizer)
 
     @classmethod
     def wrap_model(cls, model):

@@ -5,7 +5,12 @@ from .localization_probe import (
     run_localization_probe,
     train_linear_probe,
 )
-from .results_table import flatten_results, format_markdown, write_results_table
+from .results_table import (
+    flatten_results,
+    format_markdown,
+    report_final_results,
+    write_results_table,
+)
 
 __all__ = [
     "build_evaluator",
@@ -16,5 +21,6 @@ __all__ = [
     "train_linear_probe",
     "flatten_results",
     "format_markdown",
+    "report_final_results",
     "write_results_table",
 ]

@@ -1,11 +1,15 @@
 """Final results of a fine-tuning run as a markdown table and a CSV file."""
 
 import csv
+import logging
 import math
 import os
 from collections import OrderedDict
 
+from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
+
+logger = logging.getLogger(__name__)
 
 
 def flatten_results(results, dataset_names):
@@ -85,3 +89,17 @@ def write_results_table(results, dataset_names, output_dir, basename="results"):
         writer.writeheader()
         writer.writerows(rows)
     return table
+
+
+def report_final_results(cfg, results):
+    """
+    On the main process, write the final results of a run to ``OUTPUT_DIR/results.{md,csv}``
+    and log the markdown table; nothing when there are no results.
+
+    Args:
+        cfg (CfgNode): the run's config (``DATASETS.TEST``, ``OUTPUT_DIR``).
+        results (dict or None): evaluation results, see :func:`flatten_results`.
+    """
+    if comm.is_main_process() and results:
+        table = write_results_table(results, list(cfg.DATASETS.TEST), cfg.OUTPUT_DIR)
+        logger.info("Final results (also in %s/results.{md,csv}):\n%s", cfg.OUTPUT_DIR, table)

@@ -138,17 +138,11 @@ class StudentTrainer(FinetuneTrainer):
     (:class:`StudentStep`). The student starts from ``MODEL.WEIGHTS``.
     """
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        # DetpreTrainer builds a SimpleTrainer / AMPTrainer; the student steps with its own.
-        plain = self._trainer
-        self._trainer = StudentStep(
-            plain.model,
-            plain.data_loader,
-            plain.optimizer,
-            LossNormalizer(cfg),
-            amp=cfg.SOLVER.AMP.ENABLED,
-            grad_scaler=getattr(plain, "grad_scaler", None),
+    @classmethod
+    def build_step_trainer(cls, cfg, model, data_loader, optimizer):
+        """The student's step: two losses, normalized (:class:`StudentStep`)."""
+        return StudentStep(
+            model, data_loader, optimizer, LossNormalizer(cfg), amp=cfg.SOLVER.AMP.ENABLED
         )
 
     @classmethod
