@@ -41,7 +41,13 @@ from detectron2.utils.logger import setup_logger
 
 from detpre.checkpoint import DetpreCheckpointer
 from detpre.engine import get_detpre_cfg
-from detpre.selftrain import PseudoLabelMapper, build_teacher, coco_categories, pseudo_label_dataset
+from detpre.selftrain import (
+    PseudoLabelMapper,
+    build_teacher,
+    coco_categories,
+    labeller_workers,
+    pseudo_label_dataset,
+)
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
 
@@ -114,7 +120,7 @@ def main():
     cfg.merge_from_list(args.opts)
     node = cfg.SELF_TRAIN.PSEUDO_LABEL
     batch_size = args.batch_size or node.BATCH_SIZE
-    workers = cfg.DATALOADER.NUM_WORKERS if args.workers is None else args.workers
+    workers = labeller_workers(cfg) if args.workers is None else args.workers
     with tempfile.TemporaryDirectory(prefix="bench_pl_") as tmp:
         if args.weights:
             cfg.MODEL.WEIGHTS = args.weights

@@ -23,6 +23,7 @@ from detpre.selftrain import (
     PseudoLabelMapper,
     build_teacher,
     coco_categories,
+    labeller_workers,
     pseudo_label_dataset,
     run_pseudo_labelling,
 )
@@ -355,3 +356,25 @@ def test_channels_last_teacher_computes_the_same_features(repo_root, tmp_path, o
         # Other convolution kernels, other summation order: float32 rounding only.
         scale = want[k].abs().max().item()
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("own, expected", [(-1, 1), (0, 0), (2, 2)])
+def test_labeller_workers_fall_back_to_the_loader_key(
+    image_folder, tmp_path, monkeypatch, own, expected
+):
+    import detpre.selftrain.pseudo_label as pl
+
+    seen = []
+
+    def recording_loader(*args, **kwargs):
+        seen.append(kwargs["num_workers"])
+        return build_detection_test_loader(*args, **kwargs)
+
+    build_detection_test_loader = pl.build_detection_test_loader
+    monkeypatch.setattr(pl, "build_detection_test_loader", recording_loader)
+    name, _ = image_folder
+    cfg = labeller_cfg(name, "DATALOADER.NUM_WORKERS", "1")
+    cfg.SELF_TRAIN.PSEUDO_LABEL.NUM_WORKERS = own
+    assert labeller_workers(cfg) == expected
+    index = run_pseudo_labelling(cfg, StubTeacher(), str(tmp_path / "out"))
+    assert seen == [expected] and index[name]["num_images"] == NUM_IMAGES

@@ -45,6 +45,9 @@ METHODS = OrderedDict(
         ("aligndet", ("InsLoc + AlignDet", "configs/pretrain/aligndet_R50_FPN_cpu_coco.yaml")),
     ]
 )
+# Every stage keeps its newest periodic checkpoint only (and model_final): enough to resume, and
+# the whole job stays at a few GB instead of ~20.
+KEEP_ONE_CHECKPOINT = ["SOLVER.CHECKPOINT_MAX_TO_KEEP", "1"]
 # Methods whose pretraining starts from another method's output (a two-stage recipe).
 INIT_FROM = {"aligndet": "insloc"}
 
@@ -58,7 +61,7 @@ def pretrain(config, out_dir, opts):
     weights = os.path.join(out_dir, "model_final_d2.pth")
     if not os.path.exists(weights):
         cmd = ["tools/pretrain_net.py", "--config-file", config, "--resume"]
-        run(cmd + ["OUTPUT_DIR", out_dir] + opts)
+        run(cmd + ["OUTPUT_DIR", out_dir] + KEEP_ONE_CHECKPOINT + opts)
     return weights
 
 
@@ -82,7 +85,7 @@ def finetune(weights, out_dir, opts, config=FINETUNE_CONFIG):
     results = os.path.join(out_dir, "results.csv")
     if not os.path.exists(results):
         cmd = ["tools/train_net.py", "--config-file", config, "--resume"]
-        run(cmd + ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir] + opts)
+        run(cmd + ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir] + KEEP_ONE_CHECKPOINT + opts)
     with open(results) as f:
         return {row["task"]: row for row in csv.DictReader(f)}
 
@@ -146,7 +149,7 @@ def self_train(out_dir, opts):
     results = os.path.join(out_dir, "results.md")
     if not os.path.exists(results):
         cmd = ["tools/self_train.py", "--config-file", SELF_TRAIN_CONFIG, "OUTPUT_DIR", out_dir]
-        run(cmd + opts)
+        run(cmd + KEEP_ONE_CHECKPOINT + opts)
     with open(results) as f:
         print(f"\nSelf-training, coco_tiny_train + unlabeled -> coco_tiny_val:\n{f.read()}")
 

@@ -27,6 +27,9 @@ def add_selftrain_config(cfg):
     _C.SELF_TRAIN.PSEUDO_LABEL.SCORE_THRESH = 0.5
     # Images per forward pass of the teacher, per process (not in the paper: a throughput knob).
     _C.SELF_TRAIN.PSEUDO_LABEL.BATCH_SIZE = 4
+    # Data-loader workers per process for pseudo-labelling; -1 = DATALOADER.NUM_WORKERS. Test-time
+    # decoding is light: on a machine with few cores, workers take cores from the teacher.
+    _C.SELF_TRAIN.PSEUDO_LABEL.NUM_WORKERS = -1
     # Numeric precision of the teacher's forward pass: "float32", or "bfloat16" / "float16" under
     # torch.autocast (about 1.8x faster on CPUs with AVX-512 BF16 or AMX, and on GPUs with tensor
     # cores; scores and boxes move by rounding, so boxes scoring near SCORE_THRESH can flip).

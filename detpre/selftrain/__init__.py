@@ -8,6 +8,7 @@ from .pseudo_label import (
     autocast_dtype,
     build_teacher,
     coco_categories,
+    labeller_workers,
     pseudo_label_dataset,
     run_pseudo_labelling,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "build_student_mappers",
     "build_teacher",
     "coco_categories",
+    "labeller_workers",
     "pseudo_label_dataset",
     "run_pseudo_labelling",
     "split_batch_size",

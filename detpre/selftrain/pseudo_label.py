@@ -30,6 +30,7 @@ __all__ = [
     "autocast_dtype",
     "build_teacher",
     "coco_categories",
+    "labeller_workers",
     "pseudo_label_dataset",
     "run_pseudo_labelling",
 ]
@@ -93,6 +94,13 @@ def autocast_dtype(precision):
             f"got {precision!r}"
         )
     return PRECISIONS[precision]
+
+
+def labeller_workers(cfg):
+    """Data-loader workers of the pseudo-labeller: ``SELF_TRAIN.PSEUDO_LABEL.NUM_WORKERS``, or
+    ``DATALOADER.NUM_WORKERS`` when that is -1."""
+    workers = cfg.SELF_TRAIN.PSEUDO_LABEL.NUM_WORKERS
+    return cfg.DATALOADER.NUM_WORKERS if workers < 0 else workers
 
 
 def build_teacher(cfg):
@@ -318,7 +326,7 @@ def run_pseudo_labelling(cfg, model, output_dir):
             score_thresh=node.SCORE_THRESH,
             batch_size=node.BATCH_SIZE,
             chunk_size=node.CHUNK_SIZE,
-            num_workers=cfg.DATALOADER.NUM_WORKERS,
+            num_workers=labeller_workers(cfg),
             precision=node.PRECISION,
             info=info,
         )
