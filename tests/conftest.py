@@ -1,8 +1,10 @@
 import logging
 import os
+import random
 import uuid
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -15,6 +17,15 @@ _SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "s
 os.environ.setdefault("DETECTRON2_DATASETS", _SHARED)
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+@pytest.fixture(autouse=True)
+def seeded_rngs():
+    """Every test starts from the same Python, NumPy and torch random states, whatever ran before
+    it in its worker: a test's draws (crops, flips, ops) do not depend on the test order."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")

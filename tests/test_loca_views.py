@@ -7,6 +7,7 @@ from that geometry matching the ones read off the pixels.
 import glob
 import math
 import os
+import random
 
 import cv2
 import numpy as np
@@ -105,6 +106,7 @@ def _affine(view, axis):
 
 def test_recorded_geometry_matches_pixels(coordinate_image):
     torch.manual_seed(1)
+    random.seed(1)
     mapper = _geometry_mapper()
     for _ in range(4):
         for v in mapper({"file_name": coordinate_image})["views"]:
@@ -126,6 +128,7 @@ def test_recorded_geometry_matches_pixels(coordinate_image):
 def test_position_targets_match_pixels(coordinate_image):
     """Each query cell's centre, located in the reference through the pixels alone."""
     torch.manual_seed(2)
+    random.seed(2)  # the flips; the crops come from torch
     mapper = _geometry_mapper()
     compared, outside = 0, 0
     for _ in range(6):

@@ -116,11 +116,15 @@ def test_exported_weights_load_into_finetuning(repo_root, tmp_path, pretrain, fi
 
 def test_resume_restores_queue_optimizer_and_iteration(repo_root, tmp_path):
     first = tmp_path / "first"
-    cfg = pretrain_cfg(repo_root, "insloc_R50_C4_cpu_imagenet_sample.yaml", first)
+    keep = ("SOLVER.CHECKPOINT_MAX_TO_KEEP", "2")  # 3 and 5 of the checkpoints at 1, 3, 5
+    cfg = pretrain_cfg(repo_root, "insloc_R50_C4_cpu_imagenet_sample.yaml", first, *keep)
     trainer = PretrainTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
     assert (first / "model_0000003.pth").exists() and (first / "model_0000003_d2.pth").exists()
+    assert (
+        not (first / "model_0000001.pth").exists() and not (first / "model_0000001_d2.pth").exists()
+    )
     assert (first / "model_final_d2.pth").exists()
 
     # A run killed after its checkpoint at iteration 3: only that checkpoint is left.
