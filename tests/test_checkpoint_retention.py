@@ -18,7 +18,8 @@ def write_export(state_dict, path, extra):
 def run_hook(save_dir, max_to_keep, iters, max_iter):
     checkpointer = ExportingCheckpointer(nn.Linear(2, 2), str(save_dir), exporter=write_export)
     hook = BoundedPeriodicCheckpointer(checkpointer, 1, max_to_keep=max_to_keep)
-    hook.trainer = SimpleNamespace(max_iter=max_iter)
+    iters = list(iters)
+    hook.trainer = SimpleNamespace(max_iter=max_iter, start_iter=iters[0])
     hook.before_train()
     for it in iters:
         hook.step(it)
@@ -50,3 +51,14 @@ def test_bound_holds_across_resume(tmp_path):
     assert run_hook(tmp_path, 2, range(4, 6), max_iter=10) == sorted(
         set(names(4, 5)) - {"model_final.pth", "model_final_d2.pth"}
     )
+
+
+@pytest.mark.parametrize("max_to_keep", [1, 2])
+def test_resume_before_the_newest_checkpoint_keeps_what_it_writes(tmp_path, max_to_keep):
+    """A run killed after writing model_0000003.pth but before naming it in last_checkpoint
+    resumes from model_0000002.pth and writes model_0000003.pth again: that one is kept."""
+    run_hook(tmp_path, 0, range(4), max_iter=10)
+    assert run_hook(tmp_path, max_to_keep, [3], max_iter=10) == sorted(
+        set(names(*range(4 - max_to_keep, 4))) - {"model_final.pth", "model_final_d2.pth"}
+    )
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"

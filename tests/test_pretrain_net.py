@@ -172,7 +172,8 @@ def test_killed_run_resumes_from_last_checkpoint(repo_root, tmp_path):
         cmd + opts, cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 240
-    while not (out / "model_0000003.pth").exists() and time.time() < deadline:
+    tag = out / "last_checkpoint"  # written after the checkpoint it names
+    while not (tag.exists() and tag.read_text() >= "model_0000003") and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

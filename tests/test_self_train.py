@@ -177,7 +177,8 @@ def test_tiny_run_killed_during_student_resumes(repo_root, datasets_root, tmp_pa
     )
     student = out / "iter1" / "student"
     deadline = time.time() + 300
-    while not (student / "model_0000000.pth").exists() and proc.poll() is None:
+    # last_checkpoint is written after the checkpoint it names: wait for it, not the file.
+    while not (student / "last_checkpoint").exists() and proc.poll() is None:
         assert time.time() < deadline, "the student never saved a checkpoint"
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # the command and its stage subprocess

@@ -14,8 +14,8 @@ class BoundedPeriodicCheckpointer(hooks.PeriodicCheckpointer):
     ``SOLVER.CHECKPOINT_MAX_TO_KEEP`` (0 keeps all), that also deletes the fine-tuning export
     ``NAME_d2.pth`` written beside a deleted ``NAME.pth`` (see ``ExportingCheckpointer``).
 
-    The bound holds across ``--resume``: periodic checkpoints already in the output folder count
-    as the oldest ones. A ResNet-50 pretraining checkpoint with its momentum copy, queues and optimizer state is a few
+    The bound holds across ``--resume``: periodic checkpoints already in the output folder, from
+    before the iteration training resumes at, count as the oldest ones. A ResNet-50 pretraining checkpoint with its momentum copy, queues and optimizer state is a few
     hundred MB; long schedules with a short period otherwise fill the disk.
     """
 
@@ -32,10 +32,13 @@ class BoundedPeriodicCheckpointer(hooks.PeriodicCheckpointer):
         if self.max_to_keep is None or not self.checkpointer.save_dir:
             return
         pattern = re.compile(re.escape(self.file_prefix) + r"_(\d{7})\.pth$")
+        # Only those before the iteration training starts from: later ones (left by a run killed
+        # before it updated last_checkpoint) are written again under the same name.
+        start = self.trainer.start_iter
         found = []
         for name in self.path_manager.ls(self.checkpointer.save_dir):
             match = pattern.match(os.path.basename(name))
-            if match:
+            if match and int(match.group(1)) < start:
                 found.append((int(match.group(1)), os.path.basename(name)))
         self.recent_checkpoints = [
             os.path.join(self.checkpointer.save_dir, name) for _, name in sorted(found)
