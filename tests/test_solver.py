@@ -4,7 +4,12 @@ from detectron2.config import get_cfg
 from torch import nn
 
 from detpre.config import add_detpre_config
-from detpre.solver import LARS, build_pretrain_optimizer, split_decay_groups
+from detpre.solver import (
+    LARS,
+    build_pretrain_optimizer,
+    maybe_add_full_model_gradient_clipping,
+    split_decay_groups,
+)
 
 
 def _model():
@@ -95,10 +100,46 @@ def test_build_pretrain_optimizer_sgd_and_clipping():
     opt.step()
     assert isinstance(opt, torch.optim.AdamW)
     # Detectron2's clipping rescaled each parameter's gradient in place before the step (per
-    # parameter, as DINO and LOCA clip).
+    # parameter, as DINO clips).
     assert max(p.grad.norm() for p in model.parameters()) <= 1.0 + 1e-5
 
 
 def test_unknown_optimizer_is_named():
     with pytest.raises(ValueError, match="'Adam'"):
         build_pretrain_optimizer(_cfg("Adam"), _model())
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW", "LARS"])
+def test_full_model_clipping_scales_all_gradients_by_one_factor(name):
+    """CLIP_TYPE "full_model": the global 2-norm of all gradients is clipped to CLIP_VALUE, every
+    gradient scaled by the same factor (the LOCA release's max_grad_norm), before the step."""
+    cfg = _cfg(name)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    model = _model()
+    opt = build_pretrain_optimizer(cfg, model)
+    assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED  # the caller's config is left as it was
+    assert isinstance(opt, {"SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW, "LARS": LARS}[name])
+    model(torch.randn(4, 4)).sum().mul(100).backward()
+    before = [p.grad.clone() for p in model.parameters()]
+    total = torch.sqrt(sum(g.pow(2).sum() for g in before))
+    assert total > 0.5 and max(g.norm() for g in before) / min(g.norm() for g in before) > 2
+    opt.step()
+    for g, p in zip(before, model.parameters()):
+        torch.testing.assert_close(p.grad, g * (0.5 / (total + 1e-6)), rtol=1e-5, atol=1e-7)
+    assert torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters())) == pytest.approx(
+        0.5, rel=1e-5
+    )
+
+
+def test_full_model_clipping_off_leaves_the_optimizer_alone():
+    cfg = _cfg("SGD")
+    opt = torch.optim.SGD(_model().parameters(), lr=0.1)
+    assert type(maybe_add_full_model_gradient_clipping(opt, cfg.SOLVER.CLIP_GRADIENTS)) is (
+        torch.optim.SGD
+    )
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True  # Detectron2's per-parameter "value" type
+    assert type(maybe_add_full_model_gradient_clipping(opt, cfg.SOLVER.CLIP_GRADIENTS)) is (
+        torch.optim.SGD
+    )

@@ -6,7 +6,16 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 
 from .lars import LARS
 
-__all__ = ["build_pretrain_optimizer", "split_decay_groups"]
+__all__ = [
+    "build_pretrain_optimizer",
+    "maybe_add_full_model_gradient_clipping",
+    "split_decay_groups",
+]
+
+# SOLVER.CLIP_GRADIENTS.CLIP_TYPE value for clipping the global norm of all gradients together
+# (torch's clip_grad_norm_ over the whole model, as DINO, LOCA and Mask2Former do); Detectron2's
+# own "norm" clips each parameter's gradient separately.
+FULL_MODEL = "full_model"
 
 
 def split_decay_groups(model, weight_decay):
@@ -33,6 +42,35 @@ def split_decay_groups(model, weight_decay):
     return [g for g in groups if g["params"]]
 
 
+def maybe_add_full_model_gradient_clipping(optimizer, clip_cfg):
+    """
+    Make ``optimizer`` clip the global norm of all its gradients before each step, when
+    ``clip_cfg.ENABLED`` and ``clip_cfg.CLIP_TYPE`` is "full_model" (in place, by subclassing its
+    class, as Detectron2's ``maybe_add_gradient_clipping`` does for per-parameter clipping).
+
+    Args:
+        optimizer (torch.optim.Optimizer): the optimizer.
+        clip_cfg (CfgNode): ``SOLVER.CLIP_GRADIENTS`` (CLIP_VALUE: max norm, NORM_TYPE: p).
+
+    Returns:
+        torch.optim.Optimizer: the same object.
+    """
+    if not (clip_cfg.ENABLED and clip_cfg.CLIP_TYPE == FULL_MODEL):
+        return optimizer
+    max_norm, norm_type = clip_cfg.CLIP_VALUE, clip_cfg.NORM_TYPE
+    base = type(optimizer)
+
+    class FullModelGradientClipping(base):
+        def step(self, closure=None):
+            params = [p for group in self.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
+            return super().step(closure=closure)
+
+    FullModelGradientClipping.__name__ = base.__name__ + "WithFullModelGradientClip"
+    optimizer.__class__ = FullModelGradientClipping
+    return optimizer
+
+
 def build_pretrain_optimizer(cfg, model):
     """
     Args:
@@ -40,15 +78,22 @@ def build_pretrain_optimizer(cfg, model):
             "SGD" is Detectron2's ``build_optimizer`` (SOLVER.MOMENTUM, NESTEROV, WEIGHT_DECAY,
             WEIGHT_DECAY_NORM); "LARS" (SOLVER.MOMENTUM, SSL.LARS_ETA) and "AdamW"
             (SSL.ADAMW_BETAS) decay only multi-dimensional weights by SOLVER.WEIGHT_DECAY.
-            SOLVER.CLIP_GRADIENTS applies to all three.
+            SOLVER.CLIP_GRADIENTS applies to all three, with CLIP_TYPE "value" or "norm"
+            (Detectron2's, per parameter) or "full_model" (the global norm of all gradients).
         model (nn.Module): the model; only parameters with ``requires_grad`` are optimised.
 
     Returns:
         torch.optim.Optimizer
     """
     name = cfg.SSL.OPTIMIZER
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED and clip.CLIP_TYPE == FULL_MODEL:
+        # Detectron2's builders know only per-parameter clipping: build without, then add it.
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
     if name == "SGD":
-        return build_optimizer(cfg, model)
+        return maybe_add_full_model_gradient_clipping(build_optimizer(cfg, model), clip)
     groups = split_decay_groups(model, cfg.SOLVER.WEIGHT_DECAY)
     if name == "LARS":
         optimizer = LARS(
@@ -62,4 +107,5 @@ def build_pretrain_optimizer(cfg, model):
         )
     else:
         raise ValueError(f"SSL.OPTIMIZER must be 'SGD', 'LARS' or 'AdamW', got {name!r}")
-    return maybe_add_gradient_clipping(cfg, optimizer)
+    optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+    return maybe_add_full_model_gradient_clipping(optimizer, clip)
