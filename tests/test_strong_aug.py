@@ -188,3 +188,27 @@ def test_bad_values_are_named():
         build_strong_augmentation(_cfg("S1", **{"INPUT.STRONG_AUG.IMAGE_SIZE": 0}))
     with pytest.raises(ValueError, match="RANDOM_FLIP"):
         build_strong_augmentation_preset("S1", image_size=64, flip="diagonal")
+
+
+@pytest.mark.parametrize("strong", [False, True])
+def test_finetune_trainer_mapper_follows_finetune_strong_aug(datasets_root, strong):
+    """FINETUNE.STRONG_AUG: the fine-tuning (and self-training teacher) mapper takes the preset;
+    off, it is Detectron2's resize and flip."""
+    from detectron2.data import DatasetCatalog
+
+    import detpre.data.datasets  # noqa: F401  registers coco_tiny_train
+    from detpre.engine import FinetuneTrainer
+
+    cfg = _cfg("S1", **{"FINETUNE.STRONG_AUG": strong, "INPUT.MIN_SIZE_TRAIN": (96,)})
+    mapper = FinetuneTrainer.build_train_mapper(cfg)
+    want = build_strong_augmentation(cfg) if strong else utils.build_augmentation(cfg, True)
+    assert [type(a) for a in mapper.augmentations.augs] == [type(a) for a in want]
+    for d in DatasetCatalog.get("coco_tiny_train")[:3]:
+        out = mapper(d)
+        h, w = out["image"].shape[1:]
+        if strong:
+            assert (h, w) == (SIZE, SIZE)  # S1's square crop
+        else:
+            assert min(h, w) == 96
+        boxes = out["instances"].gt_boxes.tensor
+        assert len(boxes) and (boxes[:, 0::2] <= w).all() and (boxes[:, 1::2] <= h).all()

@@ -42,6 +42,11 @@ def add_finetune_config(cfg):
     # Skip an image that cannot be read during training (it is logged with its path and counted)
     # instead of stopping the run. Evaluation never skips: a missing test image is an error.
     _C.FINETUNE.SKIP_CORRUPT_IMAGES = True
+    # Train with the strong augmentation preset INPUT.STRONG_AUG.PRESET (S1-S4, boxes and masks
+    # moved with the image) instead of Detectron2's resize and flip: the supervised baselines and
+    # the self-training teacher of Zoph et al. at a given augmentation strength. The student of
+    # tools/self_train.py always uses the preset.
+    _C.FINETUNE.STRONG_AUG = False
 
 
 def add_checkpoint_config(cfg):

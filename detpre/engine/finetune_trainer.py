@@ -6,6 +6,7 @@ import os
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 
 from ..data.mappers.finetune import RobustDatasetMapper
+from ..data.transforms.strong_aug import build_strong_augmentation
 from ..evaluation import build_evaluator
 from ..solver import build_pretrain_optimizer
 from .trainer_base import DetpreTrainer
@@ -22,7 +23,8 @@ class FinetuneTrainer(DetpreTrainer):
     - ``MODEL.WEIGHTS`` loads through :class:`DetpreCheckpointer` (Detectron2 checkpoints, detpre
       pretraining outputs, torchvision-style ResNets) and logs one load table per module group;
       checkpoints are written atomically;
-    - an unreadable training image is skipped and counted (``FINETUNE.SKIP_CORRUPT_IMAGES``).
+    - an unreadable training image is skipped and counted (``FINETUNE.SKIP_CORRUPT_IMAGES``);
+    - ``FINETUNE.STRONG_AUG`` trains with a strong augmentation preset (S1-S4).
     """
 
     def train(self):
@@ -44,7 +46,19 @@ class FinetuneTrainer(DetpreTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         # With FINETUNE.SKIP_CORRUPT_IMAGES False it raises CorruptImageError naming the file.
-        return build_detection_train_loader(cfg, mapper=RobustDatasetMapper(cfg, is_train=True))
+        return build_detection_train_loader(cfg, mapper=cls.build_train_mapper(cfg))
+
+    @classmethod
+    def build_train_mapper(cls, cfg):
+        """
+        Detectron2's ``DatasetMapper`` (as :class:`RobustDatasetMapper`), with the augmentations
+        of ``INPUT.STRONG_AUG.PRESET`` when ``FINETUNE.STRONG_AUG``.
+        """
+        if not cfg.FINETUNE.STRONG_AUG:
+            return RobustDatasetMapper(cfg, is_train=True)
+        augmentations = build_strong_augmentation(cfg, is_train=True)
+        logger.info(f"Training augmentation ({cfg.INPUT.STRONG_AUG.PRESET}): {augmentations}")
+        return RobustDatasetMapper(cfg, is_train=True, augmentations=augmentations)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
