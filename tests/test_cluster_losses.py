@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from detectron2.engine import launch
 from detectron2.utils import comm
 
+from detpre.engine import launch
 from detpre.modeling.ssl.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
 
 WORLD = 2

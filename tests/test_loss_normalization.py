@@ -7,10 +7,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from detectron2.engine import launch
 from detectron2.utils.events import EventStorage
 
-from detpre.engine import get_detpre_cfg
+from detpre.engine import get_detpre_cfg, launch
 from detpre.engine.trainer_base import DetpreTrainer
 from detpre.selftrain import LossNormalizer, MixedBatch, StudentStep
 

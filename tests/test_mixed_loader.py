@@ -7,9 +7,8 @@ import pytest
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.data.datasets import register_coco_instances
 from detectron2.data.samplers import TrainingSampler
-from detectron2.engine import launch
 
-from detpre.engine import get_detpre_cfg
+from detpre.engine import get_detpre_cfg, launch
 from detpre.selftrain import MixedBatch, build_mixed_train_loader, split_batch_size
 
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
-from detectron2.engine import launch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from PIL import Image
@@ -18,7 +17,7 @@ from pycocotools.coco import COCO
 
 from detpre.checkpoint import DetpreCheckpointer
 from detpre.data.datasets import register_image_folder
-from detpre.engine import get_detpre_cfg
+from detpre.engine import get_detpre_cfg, launch
 from detpre.selftrain import (
     PseudoLabelMapper,
     build_teacher,

@@ -7,10 +7,10 @@ import os
 
 import torch
 import torch.nn.functional as F
-from detectron2.engine import launch
 from detectron2.utils import comm
 from torch import nn
 
+from detpre.engine import launch
 from detpre.modeling.ssl import (
     FeatureQueue,
     batch_shuffle,

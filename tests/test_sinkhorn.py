@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from detectron2.engine import launch
 from detectron2.utils import comm
 
+from detpre.engine import launch
 from detpre.modeling.ssl.sinkhorn import sinkhorn_knopp
 
 WORLD = 2

@@ -1,6 +1,6 @@
 from .config_setup import get_detpre_cfg, setup_cfg
 from .finetune_trainer import FinetuneTrainer
-from .launch import launch_from_args
+from .launch import launch, launch_from_args
 from .pretrain_trainer import PretrainTrainer, derive_schedule
 from .trainer_base import DetpreTrainer
 
@@ -10,6 +10,7 @@ __all__ = [
     "PretrainTrainer",
     "derive_schedule",
     "get_detpre_cfg",
+    "launch",
     "launch_from_args",
     "setup_cfg",
 ]
