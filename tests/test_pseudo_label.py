@@ -367,9 +367,9 @@ def test_labeller_workers_fall_back_to_the_loader_key(
 
     def recording_loader(*args, **kwargs):
         seen.append(kwargs["num_workers"])
-        return build_detection_test_loader(*args, **kwargs)
+        return real_loader(*args, **kwargs)
 
-    build_detection_test_loader = pl.build_detection_test_loader
+    real_loader = pl.build_detection_test_loader
     monkeypatch.setattr(pl, "build_detection_test_loader", recording_loader)
     name, _ = image_folder
     cfg = labeller_cfg(name, "DATALOADER.NUM_WORKERS", "1")

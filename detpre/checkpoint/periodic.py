@@ -15,8 +15,9 @@ class BoundedPeriodicCheckpointer(hooks.PeriodicCheckpointer):
     ``NAME_d2.pth`` written beside a deleted ``NAME.pth`` (see ``ExportingCheckpointer``).
 
     The bound holds across ``--resume``: periodic checkpoints already in the output folder, from
-    before the iteration training resumes at, count as the oldest ones. A ResNet-50 pretraining checkpoint with its momentum copy, queues and optimizer state is a few
-    hundred MB; long schedules with a short period otherwise fill the disk.
+    before the iteration training resumes at, count as the oldest ones. A ResNet-50 pretraining
+    checkpoint with its momentum copy, queues and optimizer state is a few hundred MB; long
+    schedules with a short period otherwise fill the disk.
     """
 
     def __init__(self, checkpointer, period, max_to_keep=0, **kwargs):

@@ -13,8 +13,8 @@ __all__ = [
 ]
 
 # SOLVER.CLIP_GRADIENTS.CLIP_TYPE value for clipping the global norm of all gradients together
-# (torch's clip_grad_norm_ over the whole model, as DINO, LOCA and Mask2Former do); Detectron2's
-# own "norm" clips each parameter's gradient separately.
+# (torch's clip_grad_norm_ over the whole model, as the LOCA release and Mask2Former do);
+# Detectron2's own "norm" clips each parameter's gradient separately, as DINO does.
 FULL_MODEL = "full_model"
 
 

@@ -27,9 +27,9 @@ def frozen_backbone_path(backbone):
 class BoxDomainPretraining:
     """
     A mixin for a Detectron2 detector subclass: call :meth:`setup_box_domain` at the end of
-    ``__init__``. It adds the projector ``ssl_head.projector``, the EMA target network ``momentum.*`` (moved by
-    :meth:`momentum_update`, which the trainer's ``MomentumScheduleHook`` calls after each step),
-    freezes the image-domain backbone (no gradient, batch norms in eval mode in both copies), and
+    ``__init__``. It adds the projector ``ssl_head.projector``, the EMA target network
+    ``momentum.*`` (moved by :meth:`momentum_update`, which the trainer's ``MomentumScheduleHook``
+    calls after each step), freezes the image-domain backbone (no gradient, batch norms in eval mode in both copies), and
     turns ``{"views": [v1, v2]}`` inputs into per-view image batches and targets.
     """
 
