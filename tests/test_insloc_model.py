@@ -7,6 +7,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 from torch import nn
+from torchvision.ops import roi_align
 
 from detpre.config import add_detpre_config
 from detpre.modeling.meta_arch import InsLoc
@@ -261,3 +262,73 @@ def test_bad_inputs_and_config(repo_root):
         model(batch)
     with pytest.raises(ValueError, match="INSLOC.POOLER_RESOLUTION"):
         build_model(_fpn(repo_root, POOLER_RESOLUTION=5))
+
+
+def test_fpn_heads_have_the_release_widths(repo_root):
+    """The release's ConvFCBBoxInsClsHead (configs/FPN/insloc_fpn_200ep.py): 4 convs 256 with
+    BN, shared fcs 12544 -> 1024 -> 1024 (ReLU each), fc_cls 1024 -> 128."""
+    for name in ("insloc_R50_FPN_200ep_imagenet.yaml", "insloc_R50_FPN_400ep_imagenet.yaml"):
+        cfg = _cfg(repo_root, "pretrain/" + name)
+        assert cfg.SSL.PROJ_HIDDEN_DIM == 1024 and cfg.SSL.PROJ_DIM == 128
+    model = build_model(_fpn(repo_root))
+    state = model.state_dict()
+    head = model.roi_heads["box_head"]
+    assert [f"conv{i}" in dict(head.named_children()) for i in range(1, 5)] == [True] * 4
+    assert all(isinstance(getattr(head, f"conv{i}").norm, nn.BatchNorm2d) for i in range(1, 5))
+    assert state["roi_heads.box_head.fc1.weight"].shape == (1024, 256 * 7 * 7)
+    assert state["ssl_head.fc1.weight"].shape == (1024, 1024)
+    assert state["ssl_head.fc2.weight"].shape == (128, 1024)
+
+
+def _xavier_std(weight):
+    fan_out, fan_in = weight.shape[0], weight[0].numel()
+    receptive = weight[0, 0].numel()
+    return (2.0 / (fan_in + fan_out * receptive)) ** 0.5
+
+
+def test_release_initialisation(repo_root):
+    """InsLocFPN.init_weights of the release: mmdet FPN convs and the head's shared fcs
+    Xavier-uniform (std sqrt(2 / (fan_in + fan_out))), fc_cls normal 0.01, biases 0; the key
+    encoder starts as a copy."""
+    torch.manual_seed(0)
+    model = build_model(_fpn(repo_root))
+    release = {
+        "backbone.fpn_lateral5": model.backbone.fpn_lateral5.weight,  # 2048 -> 256, 1x1
+        "backbone.fpn_output2": model.backbone.fpn_output2.weight,  # 256 -> 256, 3x3
+        "roi_heads.box_head.fc1": model.roi_heads["box_head"].fc1.weight,
+        "ssl_head.fc1": model.ssl_head.fc1.weight,
+    }
+    for name, w in release.items():
+        assert w.std().item() == pytest.approx(_xavier_std(w), rel=0.03), name
+    assert model.ssl_head.fc2.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert not model.ssl_head.fc2.bias.any() and not model.roi_heads["box_head"].fc1.bias.any()
+    state = model.state_dict()
+    for k, v in state.items():
+        if not k.startswith(PRETRAIN_ONLY):
+            assert torch.equal(state["momentum." + k], v), k
+    # Detectron2's own initialisation of the lateral conv (c2_xavier_fill: std sqrt(1 / fan_in))
+    # without the key.
+    torch.manual_seed(0)
+    d2_init = build_model(_fpn(repo_root, RELEASE_INIT=False)).backbone.fpn_lateral5.weight
+    assert d2_init.std().item() == pytest.approx((1 / 2048) ** 0.5, rel=0.03)
+
+
+def test_fpn_pools_every_level_with_aligned_roialign(repo_root):
+    """The release's MomentumRoIPool: one RoIAlign (out 7, sample_num 0, aligned) per level
+    P2-P5, each pooling the box from its own level (no level assignment); compared with
+    torchvision's roi_align on the same feature maps."""
+    model = build_model(_fpn(repo_root, BOX_AUG=False)).eval()
+    seen = []
+    for level, pooler in model.poolers.items():
+        pooler.register_forward_hook(
+            lambda mod, args, out, level=level: seen.append((level, args[0][0], args[1], out))
+        )
+    with torch.no_grad():
+        model(_batch(6, n=3))
+    strides = {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
+    assert [lvl for lvl, *_ in seen] == FPN_LEVELS
+    for level, feature, boxes, out in seen:
+        rois = [b.tensor for b in boxes]
+        expected = roi_align(feature, rois, 7, 1.0 / strides[level], 0, aligned=True)
+        assert feature.shape[-1] == 64 // strides[level]
+        assert out.shape == (3, 256, 7, 7) and torch.allclose(out, expected, atol=1e-5)

@@ -6,8 +6,10 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
+from detpre.checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from detpre.config import add_detpre_config
 from detpre.modeling.meta_arch import MoCoV2
+from detpre.solver import build_pretrain_optimizer
 
 # Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -142,3 +144,42 @@ def test_bad_inputs(repo_root):
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4"]
     with pytest.raises(ValueError, match="OUT_FEATURES"):
         build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "moco_v2_R50_C4_200ep_imagenet.yaml",
+        "moco_v2_R50_FPN_400ep_imagenet.yaml",
+        "moco_v2_R50_FPN_cpu_imagenet_sample.yaml",
+        "insloc_R50_FPN_200ep_imagenet.yaml",
+        "insloc_R50_C4_cpu_imagenet_sample.yaml",
+    ],
+)
+def test_optimizer_is_the_releases(repo_root, name):
+    """MoCo's main_moco.py: torch SGD(lr, momentum 0.9, weight_decay 1e-4), no Nesterov. The
+    InsLoc release (configs/FPN/insloc_fpn_200ep.py): the same with nesterov=True. Both decay
+    every parameter (norms and biases too)."""
+    cfg = get_cfg()
+    add_detpre_config(cfg)
+    cfg.merge_from_file(os.path.join(repo_root, "configs/pretrain", name))
+    cfg.MODEL.DEVICE = "cpu"
+    optimizer = build_pretrain_optimizer(cfg, build_model(cfg))
+    nesterov = name.startswith("insloc")
+    for group in optimizer.param_groups:
+        assert group["nesterov"] is nesterov and group["momentum"] == 0.9
+        assert group["weight_decay"] == pytest.approx(1e-4)
+
+
+def test_fpn_export_leaves_out_the_untrained_fpn(repo_root, tmp_path):
+    """Through the pretraining checkpointer: MoCo-v2 on R50-FPN exports the bottom-up ResNet
+    only (the FPN takes no gradient), so fine-tuning's load report does not count it loaded."""
+    cfg = _cfg(repo_root, "FPN")
+    model = build_model(cfg)
+    assert model.not_pretrained_prefixes == ("backbone.fpn_",)
+    assert build_model(_cfg(repo_root, "C4")).not_pretrained_prefixes == ()
+    ExportingCheckpointer(model, str(tmp_path), exporter=FinetuneExporter(cfg)).save("model_x")
+    exported = torch.load(tmp_path / "model_x_d2.pth", map_location="cpu", weights_only=False)
+    keys = set(exported["model"])
+    bottom_up = {k for k in model.state_dict() if k.startswith("backbone.bottom_up.")}
+    assert keys == bottom_up

@@ -74,6 +74,11 @@ def test_derive_schedule_epochs_and_linear_lr(repo_root):
             "mask_rcnn_R50_FPN_cpu_coco_tiny.yaml",
             ("backbone.bottom_up",),
         ),
+        (
+            "insloc_R50_FPN_cpu_imagenet_sample.yaml",
+            "mask_rcnn_R50_FPN_cpu_coco_tiny_insloc.yaml",
+            ("backbone.bottom_up", "backbone.fpn", "roi_heads.box_head"),
+        ),
     ],
 )
 def test_exported_weights_load_into_finetuning(repo_root, tmp_path, pretrain, finetune, groups):
@@ -83,7 +88,8 @@ def test_exported_weights_load_into_finetuning(repo_root, tmp_path, pretrain, fi
         for p in model.parameters():
             p.add_(torch.randn_like(p))
     path = str(tmp_path / "export_d2.pth")
-    report = FinetuneExporter(cfg)(model.state_dict(), path)
+    not_pretrained = getattr(model, "not_pretrained_prefixes", ())
+    report = FinetuneExporter(cfg)(model.state_dict(), path, not_pretrained=not_pretrained)
     exported = torch.load(path, map_location="cpu", weights_only=False)
     assert exported["__author__"] == "detpre" and exported["matching_heuristics"] is False
     keys = set(exported["model"])
@@ -101,17 +107,22 @@ def test_exported_weights_load_into_finetuning(repo_root, tmp_path, pretrain, fi
     for group in groups:
         row = rows[group]
         assert row.loaded > 0 and row.mismatched == 0 and row.unexpected == 0, row
-        # Res5ROIHeadsExtraNorm's extra norm is new in fine-tuning: nothing else may be missing.
-        new = (
-            sum(k.startswith("roi_heads.res5.norm.") for k in ft_state)
-            if group == "roi_heads.res5"
-            else 0
-        )
+        # The extra norms of the fine-tuning heads (Res5ROIHeadsExtraNorm, InsLoc's
+        # FastRCNNConvFCHeadExtraNorm) are new in fine-tuning: nothing else may be missing.
+        extra_norm = ("roi_heads.res5.norm.", "roi_heads.box_head.fc_extra_norm.")
+        new = sum(k.startswith(extra_norm) and k.startswith(group) for k in ft_state)
         assert row.missing == new, row
     assert sum(row.unexpected for row in rows.values()) == 0
     assert sum(row.loaded for row in rows.values()) == len(keys)
     for k in keys:
         assert torch.equal(ft_state[k], exported["model"][k])
+    if pretrain.startswith("moco_v2_R50_FPN"):
+        # MoCo-v2 trains the bottom-up ResNet only: the FPN is not exported, and the load
+        # report shows it as initialised by fine-tuning, not as loaded.
+        fpn = [k for k in ft_state if k.startswith("backbone.fpn_")]
+        assert fpn and not any(k.startswith("backbone.fpn_") for k in keys)
+        assert sorted(report["not_pretrained"]) == sorted(fpn)
+        assert rows["backbone.fpn"].loaded == 0 and rows["backbone.fpn"].missing == len(fpn)
 
 
 def test_resume_restores_queue_optimizer_and_iteration(repo_root, tmp_path):

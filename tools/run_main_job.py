@@ -7,7 +7,9 @@ detpre's main job on the bundled data (what ``make demo`` runs):
    through its box-domain stage on selective-search proposals of ``coco_tiny_train``;
 2. read out each pretrained network's localization (InsLoc's 3x3-patch linear probe);
 3. fine-tune Mask R-CNN R50-FPN on ``coco_tiny_train`` from each, and from random initialisation,
-   with the same schedule, and evaluate on ``coco_tiny_val`` (COCO bbox and segm AP, pycocotools);
+   with the same schedule (InsLoc with its release's extra norm after fc1, AlignDet with its
+   release's lr / weight-decay overlay), and evaluate on ``coco_tiny_val`` (COCO bbox and segm AP,
+   pycocotools);
 4. print one table and write it to ``OUTPUT/results.md`` and ``results.csv``;
 5. with ``--self-train``, run ``tools/self_train.py`` (teacher, pseudo-labels, student) on the
    bundled data and print its teacher / student table (``OUTPUT/selftrain/results.md``).
@@ -32,7 +34,11 @@ from detpre.evaluation import format_markdown
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE_CONFIG = "configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml"
 PROBE_CONFIG = "configs/pretrain/Base-Pretrain-R50-FPN.yaml"
-ALIGNDET_FINETUNE_CONFIG = "configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny_aligndet.yaml"
+# Methods fine-tuned with their release's own head or recipe; the others use FINETUNE_CONFIG.
+FINETUNE_CONFIGS = {
+    "insloc": "configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny_insloc.yaml",
+    "aligndet": "configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny_aligndet.yaml",
+}
 SELF_TRAIN_CONFIG = "configs/selftrain/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml"
 # name -> (label in the table, pretraining config or None for random initialisation)
 METHODS = OrderedDict(
@@ -123,7 +129,7 @@ def main():
             weights, os.path.join(out, name, "probe.json"), args.probe_dataset, args.probe_opts
         )
         row["loc. readout %"] = 100.0 * readout["test_acc"]
-        ft_config = ALIGNDET_FINETUNE_CONFIG if name == "aligndet" else FINETUNE_CONFIG
+        ft_config = FINETUNE_CONFIGS.get(name, FINETUNE_CONFIG)
         results = finetune(
             weights, os.path.join(out, name, "finetune"), args.finetune_opts, ft_config
         )

@@ -44,28 +44,37 @@ def detectron2_target_shapes(cfg):
     return OrderedDict((k, v.shape) for k, v in model.state_dict().items())
 
 
-def export_state_dict(state_dict, target_shapes, source="online"):
+def export_state_dict(state_dict, target_shapes, source="online", not_pretrained=()):
     """
-    Keep the tensors of ``state_dict`` that ``GeneralizedRCNN`` has, under its names.
+    Keep the tensors of ``state_dict`` that ``GeneralizedRCNN`` has, under its names, except
+    those the pretext does not train.
 
     Args:
         state_dict (dict[str, Tensor]): the pretraining model's state dict.
         target_shapes (dict[str, torch.Size]): from :func:`detectron2_target_shapes`.
         source (str): "online" exports the online (query / student) network; "momentum" exports
             the momentum (key / EMA teacher) copy, stored under ``momentum.<same name>``.
+        not_pretrained (tuple[str]): Detectron2 key prefixes the model holds but does not train
+            (a model's ``not_pretrained_prefixes``, e.g. the FPN of MoCo-v2 on R50-FPN): left
+            out, so that fine-tuning initialises them and its load report says so.
 
     Returns:
         tuple[OrderedDict[str, Tensor], dict]: the exported state dict and a report with
-        ``exported`` (per-group counts), ``not_exported`` (pretraining-only keys) and
-        ``shape_mismatch`` (keys whose shape differs from Detectron2's; an error upstream).
+        ``exported`` (per-group counts), ``not_exported`` (pretraining-only and untrained
+        keys), ``not_pretrained`` (the untrained Detectron2 keys left out) and ``num_exported``.
+        Keys whose shape differs from Detectron2's raise a ValueError.
     """
     if source not in ("online", "momentum"):
         raise ValueError(f"SSL.EXPORT must be 'online' or 'momentum', got {source!r}")
     prefix = MOMENTUM_PREFIX if source == "momentum" else ""
-    exported, mismatched = OrderedDict(), []
+    exported, mismatched, untrained = OrderedDict(), [], []
+    not_pretrained = tuple(not_pretrained)
     for key, shape in target_shapes.items():
         src_key = prefix + key
         if src_key not in state_dict:
+            continue
+        if not_pretrained and key.startswith(not_pretrained):
+            untrained.append(key)
             continue
         tensor = state_dict[src_key]
         if tuple(tensor.shape) != tuple(shape):
@@ -82,6 +91,7 @@ def export_state_dict(state_dict, target_shapes, source="online"):
     report = {
         "exported": dict(Counter(group_of(k) for k in exported)),
         "not_exported": sorted(k for k in state_dict if k not in used),
+        "not_pretrained": untrained,
         "num_exported": len(exported),
     }
     return exported, report
@@ -109,6 +119,12 @@ def format_export_report(report):
     lines.append(
         "kept out (pretraining only): " + ", ".join(f"{k}.* {n}" for k, n in kept_out.items())
     )
+    if report.get("not_pretrained"):
+        untrained = Counter(group_of(k) for k in report["not_pretrained"])
+        lines.append(
+            "kept out (not trained by the pretext; fine-tuning initialises them): "
+            + ", ".join(f"{k} {n}" for k, n in sorted(untrained.items()))
+        )
     return "\n".join(lines)
 
 
@@ -126,17 +142,20 @@ class FinetuneExporter:
         self.source = cfg.SSL.EXPORT
         self.target_shapes = detectron2_target_shapes(cfg)
 
-    def __call__(self, state_dict, path, extra=None):
+    def __call__(self, state_dict, path, extra=None, not_pretrained=()):
         """
         Args:
             state_dict (dict[str, Tensor]): the pretraining model's state dict.
             path (str): where to write the fine-tuning checkpoint.
             extra (dict or None): more entries to store.
+            not_pretrained (tuple[str]): see :func:`export_state_dict`.
 
         Returns:
             dict: the export report.
         """
-        exported, report = export_state_dict(state_dict, self.target_shapes, self.source)
+        exported, report = export_state_dict(
+            state_dict, self.target_shapes, self.source, not_pretrained
+        )
         save_finetune_checkpoint(exported, path, extra)
         logger.info("Fine-tuning checkpoint %s: %s", path, format_export_report(report))
         return report
@@ -162,4 +181,10 @@ class ExportingCheckpointer(DetpreCheckpointer):
         super().save(name, **kwargs)
         if self.exporter is not None and self.save_dir and self.save_to_disk:
             path = os.path.join(self.save_dir, f"{name}_d2.pth")
-            self.exporter(self.model.state_dict(), path, {"iteration": kwargs.get("iteration")})
+            model = getattr(self.model, "module", self.model)  # DDP-wrapped or not
+            self.exporter(
+                model.state_dict(),
+                path,
+                {"iteration": kwargs.get("iteration")},
+                not_pretrained=getattr(model, "not_pretrained_prefixes", ()),
+            )

@@ -5,6 +5,7 @@ the dataset, the pasted rectangles being the boxes the model pools.
 
 import random
 
+import cv2
 from detectron2.config import configurable
 from detectron2.data.common import DatasetFromList
 
@@ -12,47 +13,79 @@ from ..build import PRETRAIN_MAPPER_REGISTRY, get_pretrain_dicts
 from ..transforms.crops import resize_image, sample_crop
 from .two_views import TwoViewsMapper, check_range
 
-__all__ = ["InsLocCompositionMapper", "fit_inside", "paste", "sample_position"]
+__all__ = [
+    "InsLocCompositionMapper",
+    "paste",
+    "rescale_size",
+    "sample_paste_size",
+    "sample_position",
+]
+
+# The release rescales foregrounds and resizes backgrounds with mmcv's default, bilinear.
+_INTERPOLATION = cv2.INTER_LINEAR
 
 
-def fit_inside(crop_h, crop_w, max_w, max_h):
+def sample_paste_size(size_range, rng=random):
     """
-    The largest size of a crop's aspect ratio that fits inside ``max_w`` x ``max_h`` (the crop is
-    enlarged or shrunk; the binding side equals its bound exactly, the other is rounded).
+    The (w, h) a foreground crop is rescaled to, each drawn as numpy's ``randint(low, high)``
+    (``high`` excluded), as the release's ``CopyAndPaste.get_scale``; ``low`` itself when
+    ``low == high``.
+
+    Args:
+        size_range (tuple[int, int]): (low, high), ``1 <= low <= high``.
+        rng: an object with ``randrange(a, b)`` (``b`` excluded), e.g. the ``random`` module.
+
+    Returns:
+        tuple[int, int]: (w, h), each in ``[low, high)``.
+    """
+    low, high = size_range
+    if low == high:
+        return low, low
+    return rng.randrange(low, high), rng.randrange(low, high)
+
+
+def rescale_size(crop_h, crop_w, w, h):
+    """
+    The size of a crop rescaled with its aspect ratio kept so that its long side fits
+    ``max(w, h)`` and its short side fits ``min(w, h)``, whatever the crop's orientation: mmcv's
+    ``imrescale(crop, (w, h))`` rule (scale ``min(max(w, h) / long, min(w, h) / short)``, sides
+    rounded half up), which the release's ``CopyAndPaste`` applies.
 
     Args:
         crop_h, crop_w (int): crop size, both >= 1.
-        max_w, max_h (int): the box to fit in, both >= 1.
+        w, h (int): the drawn scale, both >= 1.
 
     Returns:
-        tuple[int, int]: (new_h, new_w) with ``1 <= new_h <= max_h`` and ``1 <= new_w <= max_w``.
+        tuple[int, int]: (new_h, new_w), each at least 1.
     """
-    if min(crop_h, crop_w, max_w, max_h) < 1:
+    if min(crop_h, crop_w, w, h) < 1:
         raise ValueError(
-            f"fit_inside needs positive sizes, got crop {crop_h}x{crop_w} in {max_h}x{max_w}"
+            f"rescale_size needs positive sizes, got crop {crop_h}x{crop_w} to {w}x{h}"
         )
-    if max_w * crop_h <= max_h * crop_w:  # width binds
-        return max(1, min(max_h, round(crop_h * max_w / crop_w))), max_w
-    return max_h, max(1, min(max_w, round(crop_w * max_h / crop_h)))
+    scale = min(max(w, h) / max(crop_h, crop_w), min(w, h) / min(crop_h, crop_w))
+    return max(1, int(crop_h * scale + 0.5)), max(1, int(crop_w * scale + 0.5))
 
 
 def sample_position(canvas_h, canvas_w, patch_h, patch_w, rng=random):
     """
-    Uniformly random top-left corner of a patch lying fully inside a canvas.
+    Uniformly random top-left corner of a patch inside a canvas, numpy's ``randint(0, C - p)``
+    per axis as the release's ``CopyAndPaste.get_position_param``: the upper bound is excluded,
+    so the patch never touches the canvas's right or bottom edge.
 
     Args:
         canvas_h, canvas_w (int): canvas size.
-        patch_h, patch_w (int): patch size, at most the canvas size.
-        rng: an object with ``randint(a, b)`` (inclusive), e.g. the ``random`` module.
+        patch_h, patch_w (int): patch size, smaller than the canvas size.
+        rng: an object with ``randrange(a, b)`` (``b`` excluded), e.g. the ``random`` module.
 
     Returns:
-        tuple[int, int]: (y0, x0) with ``0 <= y0 <= canvas_h - patch_h``, same for x0.
+        tuple[int, int]: (y0, x0) with ``0 <= y0 < canvas_h - patch_h``, same for x0.
     """
-    if patch_h > canvas_h or patch_w > canvas_w:
+    if patch_h >= canvas_h or patch_w >= canvas_w:
         raise ValueError(
-            f"A {patch_h}x{patch_w} patch does not fit in a {canvas_h}x{canvas_w} canvas"
+            f"A {patch_h}x{patch_w} patch does not fit strictly inside a {canvas_h}x{canvas_w} "
+            "canvas (the paste position excludes the far edges, as the release)"
         )
-    return rng.randint(0, canvas_h - patch_h), rng.randint(0, canvas_w - patch_w)
+    return rng.randrange(0, canvas_h - patch_h), rng.randrange(0, canvas_w - patch_w)
 
 
 def paste(canvas, patch, y0, x0):
@@ -84,11 +117,15 @@ class InsLocCompositionMapper(TwoViewsMapper):
 
     1. a random crop of the dataset image (area ``crop_scale``, log-uniform ratio ``crop_ratio``,
        torchvision ``RandomResizedCrop`` semantics and fallback);
-    2. rescaled, keeping its aspect ratio, to fit inside (w, h), both drawn uniformly from the
-       integers of ``paste_size_range``;
-    3. pasted at a uniformly random position inside another random image of the dataset (one per
-       view), resized to ``background_size`` squared; the box is the pasted rectangle;
+    2. rescaled, keeping its aspect ratio, by mmcv's ``imrescale`` rule (:func:`rescale_size`):
+       its long side fits ``max(w, h)`` and its short side ``min(w, h)``, w and h drawn
+       uniformly from ``[low, high)`` of ``paste_size_range``;
+    3. pasted at a uniformly random position (far edges excluded) inside a random image of the
+       dataset (drawn per view, with replacement, the foreground's own image included, as in the
+       release), resized to ``background_size`` squared; the box is the pasted rectangle;
     4. flipped with its box and pixel-augmented (MoCo-v2), as every two-view mapper.
+
+    Resizes are bilinear, as mmcv's in the release (``CopyAndPaste`` in limbo0000/InstanceLoc).
 
     With ``composition=False`` (the paper's ablation without composition) the crop itself,
     resized to ``background_size`` squared, is the view and its box is the whole view; no
@@ -97,7 +134,7 @@ class InsLocCompositionMapper(TwoViewsMapper):
     Each image is decoded once per call: the foreground for both crops, each background once
     (twice the same background is decoded and resized once). A background that cannot be read is
     logged, added to ``unreadable_files`` (never drawn again by this mapper) and replaced by
-    another. Backgrounds differ from the foreground unless the dataset has a single image.
+    another.
     """
 
     @configurable
@@ -121,8 +158,8 @@ class InsLocCompositionMapper(TwoViewsMapper):
             composition (bool): paste onto backgrounds (True) or use the crop as the view.
             crop_scale (tuple[float, float]): crop area range, as a fraction of the image.
             crop_ratio (tuple[float, float]): crop aspect-ratio range (log-uniform).
-            paste_size_range (tuple[int, int]): inclusive range of the integers w and h the
-                crop is fitted into.
+            paste_size_range (tuple[int, int]): (low, high): the integers w and h the crop is
+                rescaled to are drawn from ``[low, high)``; ``high <= background_size``.
             background_size (int): side of the square views.
             image_format, pixel_aug, flip_prob: see :class:`TwoViewsMapper`.
         """
@@ -146,6 +183,12 @@ class InsLocCompositionMapper(TwoViewsMapper):
         self.paste_size_range = check_range(
             "INSLOC.PASTE_SIZE_RANGE", [int(v) for v in paste_size_range], high=self.background_size
         )
+        low, high = self.paste_size_range
+        if low == high == self.background_size:
+            raise ValueError(
+                f"INSLOC.PASTE_SIZE_RANGE={self.paste_size_range}: a paste of the whole "
+                f"INSLOC.BACKGROUND_SIZE {self.background_size} leaves no room for its position"
+            )
 
     @classmethod
     def from_config(cls, cfg, is_train=True, dataset_dicts=None):
@@ -167,13 +210,13 @@ class InsLocCompositionMapper(TwoViewsMapper):
             foreground (str): file name of the dataset image being composed.
 
         Returns:
-            str: a uniformly random dataset file other than ``foreground`` and not known to be
-            unreadable; ``foreground`` itself when no such file is left.
+            str: a uniformly random dataset file not known to be unreadable, the foreground
+            included (the release draws each background with numpy ``randint(0, len(data))``
+            over the whole dataset); ``foreground`` itself when no such file is left.
         """
         files = self.background_files
-        excluded = self.unreadable_files | {foreground}
-        # Excluded names are dataset files (or a foreground from elsewhere, which only makes
-        # this test conservative): below the count, a candidate is left.
+        excluded = self.unreadable_files
+        # Excluded names are dataset files: below the count, a candidate is left.
         if len(excluded) >= len(files):
             return foreground
         while True:  # rejection sampling, terminates
@@ -190,7 +233,7 @@ class InsLocCompositionMapper(TwoViewsMapper):
             image = foreground_image if name == foreground else self.read(name, skip=False)
             if image is not None:
                 s = self.background_size
-                cache[name] = resize_image(image, s, s)
+                cache[name] = resize_image(image, s, s, _INTERPOLATION)
                 return cache[name]
 
     def compose(self, foreground, background):
@@ -209,10 +252,9 @@ class InsLocCompositionMapper(TwoViewsMapper):
         crop = foreground[y : y + h, x : x + w]
         s = self.background_size
         if not self.composition:
-            return resize_image(crop, s, s), [0, 0, s, s]
-        lo, hi = self.paste_size_range
-        max_w, max_h = random.randint(lo, hi), random.randint(lo, hi)
-        patch = resize_image(crop, *fit_inside(h, w, max_w, max_h))
+            return resize_image(crop, s, s, _INTERPOLATION), [0, 0, s, s]
+        new_h, new_w = rescale_size(h, w, *sample_paste_size(self.paste_size_range))
+        patch = resize_image(crop, new_h, new_w, _INTERPOLATION)
         canvas = background.copy()
         box = paste(canvas, patch, *sample_position(s, s, *patch.shape[:2]))
         return canvas, box

@@ -64,7 +64,7 @@ def sample_crop(height, width, scale, ratio, rng=random):
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resize_image(image, height, width):
+def resize_image(image, height, width, interpolation=None):
     """
     Resize a uint8 image with OpenCV: bilinear, or area averaging when a side shrinks by more
     than ``AREA_INTERPOLATION_FACTOR`` (where bilinear sampling starts to alias; area averaging
@@ -73,6 +73,9 @@ def resize_image(image, height, width):
     Args:
         image (np.ndarray): (H, W, C) or (H, W), uint8.
         height, width (int): output size, both >= 1.
+        interpolation (int or None): an OpenCV interpolation flag used at every factor (for
+            example ``cv2.INTER_LINEAR``, mmcv's ``imresize`` default, which InsLoc's release
+            uses); None picks by the shrink factor as above.
 
     Returns:
         np.ndarray: (height, width, C) or (height, width), uint8, C-contiguous.
@@ -80,8 +83,9 @@ def resize_image(image, height, width):
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return np.ascontiguousarray(image)
-    factor = max(h / height, w / width)
-    interpolation = cv2.INTER_AREA if factor > AREA_INTERPOLATION_FACTOR else cv2.INTER_LINEAR
+    if interpolation is None:
+        factor = max(h / height, w / width)
+        interpolation = cv2.INTER_AREA if factor > AREA_INTERPOLATION_FACTOR else cv2.INTER_LINEAR
     out = cv2.resize(image, (width, height), interpolation=interpolation)
     # OpenCV drops a trailing channel axis of size 1.
     return out.reshape((height, width) + image.shape[2:])

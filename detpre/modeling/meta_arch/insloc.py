@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.backbone import FPN
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
 from torch import nn
@@ -12,7 +13,35 @@ from ..ssl import AnchorBoxJitter, MLPProjection
 from .encoder import build_detector_trunk
 from .momentum_contrast import MomentumContrast
 
-__all__ = ["InsLoc"]
+__all__ = ["InsLoc", "release_init_"]
+
+
+def release_init_(backbone, roi_heads, ssl_head):
+    """
+    Initialise, in place, the layers whose initialisation differs between Detectron2 and the
+    official release (limbo0000/InstanceLoc, ``InsLocFPN.init_weights``): the FPN's lateral and
+    output convs (mmdet ``FPN``: Xavier-uniform, gain 1), the box head's fc and the projection's
+    hidden fc (``ConvFCBBoxInsClsHead.shared_fcs``: Xavier-uniform) and the projection's output
+    fc (``fc_cls``: normal, std 0.01); biases 0. The ResNet and the head's convs already match
+    (Kaiming-normal, fan-out; BN weight 1, bias 0).
+
+    Args:
+        backbone (Backbone): an FPN (its ``fpn_*`` convs are set) or a plain ResNet (unchanged).
+        roi_heads (nn.ModuleDict): with ``box_head`` (its ``fc*`` are set) or ``res5``.
+        ssl_head (MLPProjection): ``fc1`` Xavier-uniform, ``fc2`` normal 0.01.
+    """
+    layers = []
+    if isinstance(backbone, FPN):
+        layers += [m for n, m in backbone.named_children() if n.startswith("fpn_")]
+    if "box_head" in roi_heads:
+        layers += list(getattr(roi_heads["box_head"], "fcs", []))
+    layers.append(ssl_head.fc1)
+    for layer in layers:
+        nn.init.xavier_uniform_(layer.weight)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    nn.init.normal_(ssl_head.fc2.weight, std=0.01)
+    nn.init.zeros_(ssl_head.fc2.bias)
 
 
 @META_ARCH_REGISTRY.register()
@@ -100,10 +129,13 @@ class InsLoc(MomentumContrast):
                 )
         else:
             levels = ["res5"]
+        ssl_head = MLPProjection(cfg, trunk["out_dim"])
+        if cfg.INSLOC.RELEASE_INIT:
+            release_init_(trunk["backbone"], trunk["roi_heads"], ssl_head)
         ret.update(
             backbone=trunk["backbone"],
             roi_heads=trunk["roi_heads"],
-            ssl_head=MLPProjection(cfg, trunk["out_dim"]),
+            ssl_head=ssl_head,
             levels=levels,
             level_suffix=trunk["kind"] == "FPN",
             pooler_resolution=cfg.INSLOC.POOLER_RESOLUTION,

@@ -22,9 +22,11 @@ class MoCoV2(MomentumContrast):
     * R50-C4: res4 from ``backbone``, then ``roi_heads.res5`` on the whole feature map, so the
       res5 weights are pretrained under the name the C4 detector loads them from;
     * R50-FPN: the bottom-up res5 output (``backbone.bottom_up``), the same ResNet MoCo-v2
-      pretrains for classification. The FPN layers (lateral and output convs) are held, and
-      exported, at their initialisation: they take no gradient here, and no RoI head is built.
-      Under DistributedDataParallel this needs ``find_unused_parameters=True``.
+      pretrains for classification. The FPN layers (lateral and output convs) are held at
+      their initialisation but take no gradient, so they are not exported
+      (:attr:`not_pretrained_prefixes`): fine-tuning initialises them itself, and its load
+      report counts them as such. No RoI head is built. Under DistributedDataParallel this
+      needs ``find_unused_parameters=True``.
 
     Views of a batch are expected to have one size (MoCo's square crops): the pool averages the
     padded feature map.
@@ -56,6 +58,11 @@ class MoCoV2(MomentumContrast):
     def has_unused_parameters(self):
         """On FPN the lateral and output convs take no gradient."""
         return self.is_fpn
+
+    @property
+    def not_pretrained_prefixes(self):
+        """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
+        return ("backbone.fpn_",) if self.is_fpn else ()
 
     def embed(self, net, images, boxes, is_query):
         """See :meth:`MomentumContrast.embed`; ``boxes`` are not used."""

@@ -32,8 +32,8 @@ class SlotCon(nn.Module):
     is what the fine-tuning checkpoint exports (``SSL.EXPORT "momentum"``).
 
     * R50-C4: res4 from ``backbone``, then ``roi_heads.res5`` on the whole map (7 x 7 at 224);
-    * R50-FPN: the bottom-up res5 (``backbone.bottom_up``); the FPN layers take no gradient and are
-      exported at their initialisation, as MoCo-v2 on FPN does.
+    * R50-FPN: the bottom-up res5 (``backbone.bottom_up``); the FPN layers take no gradient and
+      are left out of the export (fine-tuning initialises them), as MoCo-v2 on FPN does.
 
     Losses: ``loss_slotcon_group``, the per-pixel cross-entropy between the teacher's centred
     assignments of one view and the student's of the other, both RoIAligned on the crops'
@@ -148,6 +148,11 @@ class SlotCon(nn.Module):
     def has_unused_parameters(self):
         """On FPN the lateral and output convs take no gradient."""
         return self.is_fpn
+
+    @property
+    def not_pretrained_prefixes(self):
+        """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
+        return ("backbone.fpn_",) if self.is_fpn else ()
 
     @torch.no_grad()
     def momentum_update(self, momentum=None):

@@ -12,30 +12,49 @@ from detectron2.config import configurable
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.structures import Boxes, pairwise_iou
 from torch import nn
+from torchvision.ops import batched_nms
 
 __all__ = ["AnchorBoxJitter"]
 
 
 class AnchorBoxJitter(nn.Module):
     """
-    Replace each box by an anchor drawn uniformly among those of the view's anchor grid (one
-    stride, several sizes and aspect ratios, Detectron2's ``DefaultAnchorGenerator``) whose IoU
-    with the box exceeds a threshold; when no anchor does, by one of the highest-IoU anchors.
-    Holds no state-dict tensors.
+    Replace each box by a random anchor of the view's anchor grid (one stride, several sizes and
+    aspect ratios, Detectron2's ``DefaultAnchorGenerator``) with the rule of the official
+    release's ``AnchorAugHead`` (limbo0000/InstanceLoc): the candidates are the anchors whose IoU
+    with the box exceeds ``iou_threshold`` (when none does, the ``fallback_topk`` anchors of
+    highest IoU); they get uniform random scores and go through NMS at ``nms_threshold``; the
+    jittered box is drawn uniformly among the boxes NMS keeps. Holds no state-dict tensors.
     """
 
     @configurable
-    def __init__(self, *, sizes, aspect_ratios, stride, iou_threshold=0.5):
+    def __init__(
+        self,
+        *,
+        sizes,
+        aspect_ratios,
+        stride,
+        iou_threshold=0.5,
+        nms_threshold=0.7,
+        fallback_topk=4000,
+    ):
         """
         Args:
             sizes (list[float]): anchor sizes (sqrt of area) in pixels.
             aspect_ratios (list[float]): anchor aspect ratios (height / width).
             stride (int): the anchor grid's step in pixels.
             iou_threshold (float): anchors with IoU above this are candidates.
+            nms_threshold (float): IoU threshold of the NMS over randomly scored candidates;
+                1.0 or more keeps every candidate (a uniform draw among them).
+            fallback_topk (int): candidates when no anchor passes ``iou_threshold``.
         """
         super().__init__()
         self.stride = int(stride)
         self.iou_threshold = iou_threshold
+        self.nms_threshold = nms_threshold
+        if fallback_topk < 1:
+            raise ValueError(f"INSLOC.BOX_AUG_FALLBACK_TOPK={fallback_topk} must be positive")
+        self.fallback_topk = int(fallback_topk)
         self.anchor_generator = DefaultAnchorGenerator(
             sizes=[list(sizes)],
             aspect_ratios=[list(aspect_ratios)],
@@ -50,6 +69,8 @@ class AnchorBoxJitter(nn.Module):
             "aspect_ratios": cfg.INSLOC.BOX_AUG_ASPECT_RATIOS,
             "stride": cfg.INSLOC.BOX_AUG_STRIDE,
             "iou_threshold": cfg.INSLOC.BOX_AUG_IOU,
+            "nms_threshold": cfg.INSLOC.BOX_AUG_NMS_THRESH,
+            "fallback_topk": cfg.INSLOC.BOX_AUG_FALLBACK_TOPK,
         }
 
     def anchors(self, image_size):
@@ -67,13 +88,27 @@ class AnchorBoxJitter(nn.Module):
         )
         return self.anchor_generator([grid])[0]
 
+    def candidates(self, iou):
+        """
+        Args:
+            iou (Tensor): (A,) IoU of every anchor with one box.
+
+        Returns:
+            Tensor: int64 indices of the candidate anchors.
+        """
+        above = torch.nonzero(iou > self.iou_threshold).squeeze(1)
+        if len(above) > 0:
+            return above
+        return iou.argsort(descending=True)[: self.fallback_topk]
+
     @torch.no_grad()
     def forward(self, boxes: List[Boxes], image_sizes: List[Tuple[int, int]], generator=None):
         """
         Args:
             boxes (list[Boxes]): per view, its (M, 4) true boxes.
             image_sizes (list[tuple[int, int]]): per view, (height, width).
-            generator (torch.Generator or None): random source (the global one when None).
+            generator (torch.Generator or None): random source (the global one when None); on
+                the device of the anchor generator.
 
         Returns:
             list[Boxes]: per view, (M, 4) jittered boxes.
@@ -81,20 +116,34 @@ class AnchorBoxJitter(nn.Module):
         if len(boxes) != len(image_sizes):
             raise ValueError(f"{len(boxes)} box sets for {len(image_sizes)} image sizes")
         anchors_by_size = {}
-        out = []
+        cand_boxes, cand_groups = [], []
         for b, size in zip(boxes, image_sizes):
             size = (int(size[0]), int(size[1]))
             if size not in anchors_by_size:
                 anchors_by_size[size] = self.anchors(size)
-            anchors = anchors_by_size[size]
-            if len(b) == 0:
-                out.append(b.clone())
-                continue
-            iou = pairwise_iou(b.to(anchors.device), anchors)  # (M, A)
-            candidates = iou > self.iou_threshold
-            best = iou == iou.max(dim=1, keepdim=True).values
-            none = ~candidates.any(dim=1, keepdim=True)
-            candidates = torch.where(none, best, candidates)
-            idx = torch.multinomial(candidates.float(), 1, generator=generator).squeeze(1)
-            out.append(Boxes(anchors.tensor[idx].to(b.device)))
+            anchors = anchors_by_size[size].tensor
+            for iou in pairwise_iou(b.to(anchors.device), Boxes(anchors)):  # (A,) per box
+                idx = self.candidates(iou)
+                cand_boxes.append(anchors[idx])
+                cand_groups.append(torch.full_like(idx, len(cand_groups)))
+        num_boxes = len(cand_groups)
+        if num_boxes == 0:
+            return [b.clone() for b in boxes]
+        cand_boxes, cand_groups = torch.cat(cand_boxes), torch.cat(cand_groups)
+        scores = torch.rand(len(cand_boxes), generator=generator, device=cand_boxes.device)
+        if self.nms_threshold < 1.0:
+            keep = batched_nms(cand_boxes, scores, cand_groups, self.nms_threshold)
+        else:
+            keep = torch.arange(len(cand_boxes), device=cand_boxes.device)
+        # Every group keeps at least its best-scored box; draw one kept box per group uniformly.
+        keep = keep[torch.argsort(cand_groups[keep], stable=True)]
+        counts = torch.bincount(cand_groups[keep], minlength=num_boxes)
+        starts = torch.cumsum(counts, 0) - counts
+        u = torch.rand(num_boxes, generator=generator, device=cand_boxes.device)
+        offsets = torch.minimum((u * counts).long(), counts - 1)
+        picked = cand_boxes[keep[starts + offsets]]
+        out, i = [], 0
+        for b in boxes:
+            out.append(Boxes(picked[i : i + len(b)].to(b.device)))
+            i += len(b)
         return out
