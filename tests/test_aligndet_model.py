@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
 
 from detpre.checkpoint import DetpreCheckpointer
-from detpre.checkpoint.export import FinetuneExporter
+from detpre.checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from detpre.data.datasets import proposals_json_path
 from detpre.engine import get_detpre_cfg
 from detpre.modeling.meta_arch import AlignDet
@@ -125,37 +125,77 @@ def test_frozen_backbone_unchanged_the_rest_trains(repo_root, arch, run_momentum
         assert any(not torch.equal(before["momentum." + k], after["momentum." + k]) for k in keys)
 
 
-@pytest.mark.parametrize("arch", ["FPN", "C4"])
-def test_export_loads_into_finetuning_with_nothing_missing_in_pretrained_groups(
-    repo_root, tmp_path, arch
-):
-    cfg = _cfg(repo_root, arch)
-    model = build_model(cfg)
-    path = str(tmp_path / "model_d2.pth")
-    FinetuneExporter(cfg)(model.state_dict(), path)
-    exported = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    assert not any(k.startswith(("momentum.", "ssl_head.")) for k in exported)
-    assert not any("cls_score" in k for k in exported)
-    ft_name, head = FINETUNE[arch]
+def _load_export(repo_root, model, cfg, path, finetune_config):
+    ExportingCheckpointer(model, os.path.dirname(path), exporter=FinetuneExporter(cfg)).save(
+        os.path.basename(path)
+    )
+    exported = torch.load(path + "_d2.pth", map_location="cpu", weights_only=False)["model"]
     ft = get_detpre_cfg()
-    ft.merge_from_file(os.path.join(repo_root, "configs", ft_name))
+    ft.merge_from_file(os.path.join(repo_root, "configs", finetune_config))
     ft.MODEL.DEVICE = "cpu"
-    # the official fine-tuning recipe: lr x1.5, weight decay x0.5
-    assert ft.SOLVER.BASE_LR == pytest.approx(0.03) and ft.SOLVER.WEIGHT_DECAY == 5e-5
     d2 = build_model(ft)
     checkpointer = DetpreCheckpointer(d2)
-    checkpointer.load(path)
-    rows = {r.group: r for r in checkpointer.last_load_report}
-    assert all(r.unexpected == 0 and r.mismatched == 0 for r in rows.values())
-    groups = ["proposal_generator", head]
-    groups += ["backbone.bottom_up", "backbone.fpn"] if arch == "FPN" else ["backbone"]
+    checkpointer.load(path + "_d2.pth")
+    return ft, d2, exported, {r.group: r for r in checkpointer.last_load_report}
+
+
+@pytest.mark.parametrize("arch", ["FPN", "C4"])
+def test_export_is_what_the_release_transfers_and_loads_whole(repo_root, tmp_path, arch):
+    """extract_detector_weights.py of the release: backbone, FPN, RPN and the box head's shared
+    convs / fcs; no classifier (projector) and no regressor. The *_aligndet.yaml fine-tuning
+    (the release's: lr x1.5, weight decay x0.5, 4conv1fc head without norm) loads every
+    exported tensor, and its box predictor is fresh and class-specific."""
+    cfg = _cfg(repo_root, arch)
+    model = build_model(cfg)
+    if arch == "FPN":  # the release pretrains FPN and box head without norm layers
+        assert (
+            model.backbone.fpn_output2.norm is None and model.roi_heads.box_head.conv1.norm is None
+        )
+        assert model.backbone.fpn_output2.bias is not None
+    ft, d2, exported, rows = _load_export(
+        repo_root, model, cfg, str(tmp_path / "model"), FINETUNE[arch][0]
+    )
+    assert not any(
+        k.startswith(("momentum.", "ssl_head.", "roi_heads.box_predictor")) for k in exported
+    )
+    assert ft.SOLVER.BASE_LR == pytest.approx(0.03) and ft.SOLVER.WEIGHT_DECAY == 5e-5
+    assert not ft.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
+    # As in the release (its extract_detector_weights.py says so): the FPN pretrains without
+    # norm and fine-tunes with SyncBN, whose convs have no bias: the 8 FPN biases are unexpected.
+    fpn_biases = 8 if arch == "FPN" else 0
+    assert sum(r.unexpected for r in rows.values()) == fpn_biases
+    assert all(r.mismatched == 0 for r in rows.values())
+    if arch == "FPN":
+        assert rows["backbone.fpn"].unexpected == 8 and ft.MODEL.FPN.NORM == "SyncBN"
+        # its 8 conv weights load; its SyncBN layers are new in fine-tuning
+        fpn = rows["backbone.fpn"]
+        assert fpn.loaded == 8 and fpn.missing == fpn.model - 8 and fpn.mismatched == 0
+    groups = ["proposal_generator", FINETUNE[arch][1]]
+    groups += ["backbone.bottom_up"] if arch == "FPN" else ["backbone"]
     for g in groups:
         assert rows[g].loaded == rows[g].model > 0 and rows[g].missing == 0, rows[g]
-    state = d2.state_dict()
-    for k in ("weight", "bias"):
-        key = f"roi_heads.box_predictor.bbox_pred.{k}"
-        torch.testing.assert_close(state[key], exported[key])
-        assert state[key].shape[0] == 4
+    assert sum(r.loaded for r in rows.values()) == len(exported) - fpn_biases
+    num_classes = ft.MODEL.ROI_HEADS.NUM_CLASSES
+    assert d2.roi_heads.box_predictor.bbox_pred.out_features == 4 * num_classes
+
+
+def test_opt_in_box_regressor_loads_into_the_agnostic_configs(repo_root, tmp_path):
+    cfg = _cfg(repo_root, "FPN", "ALIGNDET.EXPORT_BOX_REGRESSOR", "True")
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.roi_heads.box_predictor.bbox_pred.weight.normal_()
+    name = "finetune/mask_rcnn_R50_FPN_1x_coco_aligndet_agnostic.yaml"
+    ft, d2, exported, rows = _load_export(repo_root, model, cfg, str(tmp_path / "m"), name)
+    assert ft.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG and ft.SOLVER.BASE_LR == pytest.approx(0.03)
+    key = "roi_heads.box_predictor.bbox_pred.weight"
+    torch.testing.assert_close(d2.state_dict()[key], exported[key])
+    # The baseline beside it has the same head: class-agnostic regressor, box head without norm.
+    base = get_detpre_cfg()
+    base.merge_from_file(
+        os.path.join(repo_root, "configs/finetune/mask_rcnn_R50_FPN_1x_coco_agnostic.yaml")
+    )
+    assert base.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG and base.MODEL.ROI_BOX_HEAD.NORM == ""
+    assert base.SOLVER.BASE_LR == pytest.approx(0.02)
 
 
 def test_pretrain_tool_runs_on_generated_proposals(repo_root, tmp_path, datasets_root):
@@ -170,17 +210,33 @@ def test_pretrain_tool_runs_on_generated_proposals(repo_root, tmp_path, datasets
     json_file = proposals_json_path("coco_tiny_train", "aligndet", str(tmp_path / "proposals"))
     assert os.path.isfile(json_file)
     out = tmp_path / "run"
+    cmd = [sys.executable, os.path.join(tools, "pretrain_net.py"), "--config-file",
+           os.path.join(repo_root, "configs", CONFIGS["FPN"]), "SSL.EPOCHS", "0",
+           "SOLVER.MAX_ITER", "2", "ALIGNDET.MIN_SIZES", "(96,)", "ALIGNDET.MAX_SIZE", "128",
+           "ALIGNDET.ROIS_PER_IMAGE", "32", "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64",
+           "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)]  # fmt: skip
+    # No MODEL.WEIGHTS and a frozen backbone: refused at start-up, before any step.
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "ALIGNDET.ALLOW_RANDOM_FROZEN_BACKBONE" in refused.stderr
+    assert not (out / "model_final.pth").exists()
     subprocess.run(
-        [sys.executable, os.path.join(tools, "pretrain_net.py"), "--config-file",
-         os.path.join(repo_root, "configs", CONFIGS["FPN"]), "SSL.EPOCHS", "0",
-         "SOLVER.MAX_ITER", "2", "ALIGNDET.MIN_SIZES", "(96,)", "ALIGNDET.MAX_SIZE", "128",
-         "ALIGNDET.ROIS_PER_IMAGE", "32", "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64",
-         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)],
+        cmd + ["ALIGNDET.ALLOW_RANDOM_FROZEN_BACKBONE", "True"],
         check=True, env=env, capture_output=True,
     )  # fmt: skip
     assert (out / "model_final.pth").is_file() and (out / "model_final_d2.pth").is_file()
     log = (out / "log.txt").read_text()
     assert "loss_aligndet_contrast" in log and "Loaded 3 images in COCO format" in log
+
+
+@pytest.mark.parametrize("arch", ["FPN", "C4"])
+def test_frozen_random_backbone_is_refused(repo_root, arch):
+    model = build_model(_cfg(repo_root, arch))
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
+        model.check_initialisation("")
+    model.check_initialisation("output/insloc/model_final_d2.pth")
+    build_model(_cfg(repo_root, arch, "ALIGNDET.FREEZE_BACKBONE", "False")).check_initialisation("")
+    allowed = _cfg(repo_root, arch, "ALIGNDET.ALLOW_RANDOM_FROZEN_BACKBONE", "True")
+    build_model(allowed).check_initialisation("")
 
 
 def test_missing_proposals_file_says_how_to_make_it(tmp_path, monkeypatch):
@@ -213,7 +269,10 @@ def test_retinanet_box_domain_step_and_export(repo_root, tmp_path, run_momentum_
     with EventStorage(0) as storage:
         losses = model(_batch(0))
     assert set(losses) == {"loss_aligndet_contrast", "loss_aligndet_box_reg"}
-    assert 0 < storage.latest()["aligndet/anchors_per_image"][0] <= 16
+    matched = storage.latest()["aligndet/anchors_per_image"][0]
+    assert 0 < matched <= 16
+    # the release's sampler: background anchors fill each image's 16
+    assert matched + storage.latest()["aligndet/background_per_image"][0] == 16
     sum(losses.values()).backward()
     optimizer.step()
     run_momentum_hook(model, cfg, 0, 10)
@@ -222,15 +281,45 @@ def test_retinanet_box_domain_step_and_export(repo_root, tmp_path, run_momentum_
     for group in ("head.cls_subnet.", "head.bbox_subnet.", "head.bbox_pred.", "backbone.fpn_"):
         assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(group))
 
-    path = str(tmp_path / "retina_d2.pth")
-    FinetuneExporter(cfg)(model.state_dict(), path)
-    ft = get_detpre_cfg()
-    ft.merge_from_file(os.path.join(repo_root, "configs/finetune/retinanet_R50_FPN_1x_coco.yaml"))
-    ft.MODEL.DEVICE = "cpu"
-    d2 = build_model(ft)
-    checkpointer = DetpreCheckpointer(d2)
-    checkpointer.load(path)
-    exported = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    ft_name = "finetune/retinanet_R50_FPN_1x_coco_aligndet.yaml"
+    ft, d2, exported, rows = _load_export(repo_root, model, cfg, str(tmp_path / "retina"), ft_name)
+    # extract_detector_weights.py drops retina_cls (the projector here) and retina_reg.
     missing = sorted(set(d2.state_dict()) - set(exported))
-    assert missing == ["head.cls_score.bias", "head.cls_score.weight"]
-    assert all(r.unexpected == 0 and r.mismatched == 0 for r in checkpointer.last_load_report)
+    assert missing == sorted(
+        f"head.{m}.{p}" for m in ("cls_score", "bbox_pred") for p in ("bias", "weight")
+    )
+    assert all(r.unexpected == 0 and r.mismatched == 0 for r in rows.values())
+    assert ft.SOLVER.BASE_LR == pytest.approx(0.015) and ft.SOLVER.WEIGHT_DECAY == 5e-5
+
+
+def test_retinanet_samples_matched_then_background_anchors(repo_root):
+    """The release's RandomSampler(num=2048, pos_fraction=1): up to N matched anchors (label 1
+    of the 0.4 / 0.5 matcher), background anchors (label 0: IoU < 0.4 with every proposal) fill
+    the rest; the first 50 proposals per image (SelectTopKProposals)."""
+    cfg = get_detpre_cfg()
+    cfg.merge_from_file(
+        os.path.join(repo_root, "configs/pretrain/aligndet_retinanet_R50_FPN_12ep_coco.yaml")
+    )
+    assert (cfg.ALIGNDET.ROIS_PER_IMAGE, cfg.ALIGNDET.MAX_PROPOSALS) == (2048, 50)
+    assert cfg.ALIGNDET.BACKGROUND_NEGATIVES and not cfg.ALIGNDET.EXPORT_BOX_REGRESSOR
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "ALIGNDET.ROIS_PER_IMAGE", "300"])
+    model = build_model(cfg)
+    size = (128, 160)
+    anchors = Boxes.cat(model.anchor_generator([torch.zeros(1, 1, 16, 20), torch.zeros(1, 1, 8, 10),
+                                                torch.zeros(1, 1, 4, 5), torch.zeros(1, 1, 2, 3),
+                                                torch.zeros(1, 1, 1, 2)]))  # fmt: skip
+    targets = batch_unique_ids(
+        [_instances(size, [[10, 10, 70, 60], [60, 40, 150, 120]]), _instances(size, [])]
+    )
+    (keep, ids, boxes, bg), (keep2, ids2, _, bg2) = model.match_anchors(anchors, targets)
+    iou = pairwise_iou(targets[0].gt_boxes, anchors)  # (2, R)
+    best = iou.max(dim=0).values
+    assert 0 < len(keep) < 300 and len(keep) + len(bg) == 300
+    assert (best[bg] < 0.4).all() and len(set(bg.tolist())) == len(bg)
+    assert not set(bg.tolist()) & set(keep.tolist())
+    assert ids.tolist() == targets[0].gt_ids[iou[:, keep].argmax(dim=0)].tolist()
+    # an image without proposals: background only
+    assert len(keep2) == 0 and len(ids2) == 0 and len(bg2) == 300
+    cfg.ALIGNDET.BACKGROUND_NEGATIVES = False
+    no_bg = build_model(cfg).match_anchors(anchors, targets)
+    assert len(no_bg[0][3]) == 0 and len(no_bg[1][3]) == 0

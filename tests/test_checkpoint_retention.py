@@ -11,7 +11,7 @@ from detpre.checkpoint import BoundedPeriodicCheckpointer
 from detpre.checkpoint.export import ExportingCheckpointer
 
 
-def write_export(state_dict, path, extra, not_pretrained=()):
+def write_export(state_dict, path, extra, excluded=()):
     """A stand-in for FinetuneExporter with its call signature."""
     torch.save({"model": state_dict, **extra}, path)
 

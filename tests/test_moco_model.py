@@ -176,8 +176,8 @@ def test_fpn_export_leaves_out_the_untrained_fpn(repo_root, tmp_path):
     only (the FPN takes no gradient), so fine-tuning's load report does not count it loaded."""
     cfg = _cfg(repo_root, "FPN")
     model = build_model(cfg)
-    assert model.not_pretrained_prefixes == ("backbone.fpn_",)
-    assert build_model(_cfg(repo_root, "C4")).not_pretrained_prefixes == ()
+    assert model.export_excluded_prefixes == ("backbone.fpn_",)
+    assert build_model(_cfg(repo_root, "C4")).export_excluded_prefixes == ()
     ExportingCheckpointer(model, str(tmp_path), exporter=FinetuneExporter(cfg)).save("model_x")
     exported = torch.load(tmp_path / "model_x_d2.pth", map_location="cpu", weights_only=False)
     keys = set(exported["model"])

@@ -88,8 +88,8 @@ def test_exported_weights_load_into_finetuning(repo_root, tmp_path, pretrain, fi
         for p in model.parameters():
             p.add_(torch.randn_like(p))
     path = str(tmp_path / "export_d2.pth")
-    not_pretrained = getattr(model, "not_pretrained_prefixes", ())
-    report = FinetuneExporter(cfg)(model.state_dict(), path, not_pretrained=not_pretrained)
+    excluded = getattr(model, "export_excluded_prefixes", ())
+    report = FinetuneExporter(cfg)(model.state_dict(), path, excluded=excluded)
     exported = torch.load(path, map_location="cpu", weights_only=False)
     assert exported["__author__"] == "detpre" and exported["matching_heuristics"] is False
     keys = set(exported["model"])
@@ -121,7 +121,7 @@ def test_exported_weights_load_into_finetuning(repo_root, tmp_path, pretrain, fi
         # report shows it as initialised by fine-tuning, not as loaded.
         fpn = [k for k in ft_state if k.startswith("backbone.fpn_")]
         assert fpn and not any(k.startswith("backbone.fpn_") for k in keys)
-        assert sorted(report["not_pretrained"]) == sorted(fpn)
+        assert sorted(report["excluded"]) == sorted(fpn)
         assert rows["backbone.fpn"].loaded == 0 and rows["backbone.fpn"].missing == len(fpn)
 
 

@@ -9,11 +9,13 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools.coco import COCO
+from selectivesearch import selectivesearch as ss
 
 import detpre  # noqa: F401  registers the datasets
 from detpre.config import add_detpre_config
 from detpre.data import proposals as P
 from detpre.data.datasets import register_from_config, register_image_folder
+from detpre.data.proposals import generate as G
 
 COCO_VAL = "coco_tiny/val2017"
 
@@ -127,11 +129,11 @@ def test_selective_search_maps_boxes_back_to_the_original_image(datasets_root, o
         datasets_root, COCO_VAL, sorted(os.listdir(os.path.join(datasets_root, COCO_VAL)))[0]
     )
     small = cv2.resize(cv2.imread(path), (96, 72), interpolation=cv2.INTER_AREA)
-    boxes = P.selective_search(small, resize=0, seed=3)
+    boxes = P.opencv_selective_search(small, resize=0, seed=3)
     # The 2x nearest upscale fits 96 px back to the same pixels (INTER_AREA averages equal pixels):
     # the search sees the same image, and its boxes come back at twice the coordinates.
     big = cv2.resize(small, (192, 144), interpolation=cv2.INTER_NEAREST)
-    big_boxes = P.selective_search(big, resize=96, seed=3)
+    big_boxes = P.opencv_selective_search(big, resize=96, seed=3)
     assert torch.equal(big_boxes, 2 * boxes)
     assert len(boxes) > 10
     assert (
@@ -139,9 +141,9 @@ def test_selective_search_maps_boxes_back_to_the_original_image(datasets_root, o
     )
     assert [0, 0, 192, 144] in big_boxes.tolist()  # the last merge: the whole image
 
-    again, other_seed = P.selective_search(big, resize=96, seed=3), P.selective_search(
-        big, resize=96, seed=4
-    )
+    again, other_seed = P.opencv_selective_search(
+        big, resize=96, seed=3
+    ), P.opencv_selective_search(big, resize=96, seed=4)
     assert torch.equal(again, big_boxes)
     assert sorted(other_seed.tolist()) == sorted(big_boxes.tolist())
 
@@ -157,7 +159,8 @@ def _cfg(**register):
 
 def _check_coco(path, dataset_dicts, image_root, params):
     coco = COCO(path)
-    assert coco.getCatIds() == [1] and coco.loadCats(1)[0]["name"] == "object"
+    # AlignDet's dataset config: classes=['selective_search'].
+    assert coco.getCatIds() == [1] and coco.loadCats(1)[0]["name"] == "selective_search"
     assert sorted(coco.getImgIds()) == sorted(d["image_id"] for d in dataset_dicts)
     by_id = {d["image_id"]: d for d in dataset_dicts}
     lo, hi = params["area_range"]
@@ -203,7 +206,7 @@ def test_proposal_json_loads_registers_and_resumes(tmp_path, new_names, detpre_l
         f.write('{"id": 12, "height": 4')
     calls = []
     search = P.propose_image
-    monkeypatch.setattr(P, "propose_image", lambda f, **kw: calls.append(f) or search(f, **kw))
+    monkeypatch.setattr(G, "propose_image", lambda f, **kw: calls.append(f) or search(f, **kw))
     summary = P.generate_proposals("coco_tiny_val", output, workers=1, max_images=5, **params)
     assert calls == [d["file_name"] for d in dicts[3:]]
     assert (summary["processed"], summary["reused"]) == (2, 3)
@@ -219,7 +222,7 @@ def test_proposal_json_loads_registers_and_resumes(tmp_path, new_names, detpre_l
     assert [d["file_name"] for d in loaded] == [d["file_name"] for d in dicts]
     assert sum(len(d["annotations"]) for d in loaded) == len(second.getAnnIds())
     assert {a["category_id"] for d in loaded for a in d["annotations"]} == {0}
-    assert MetadataCatalog.get(name).thing_classes == ["object"]
+    assert MetadataCatalog.get(name).thing_classes == ["selective_search"]
 
     with pytest.raises(ValueError, match="val.partial.jsonl"):
         P.generate_proposals(
@@ -263,4 +266,99 @@ def test_unreadable_image_is_reported_and_skipped(tmp_path, datasets_root, new_n
 def test_invalid_options_are_named(tmp_path, option, value):
     with pytest.raises(ValueError, match=f"{option}="):
         P.generate_proposals("coco_tiny_val", str(tmp_path / "x.json"), **{option: value})
+    with pytest.raises(ValueError, match="backend 'nope'"):
+        P.generate_proposals("coco_tiny_val", str(tmp_path / "x.json"), backend="nope")
+    with pytest.raises(ValueError, match="no option"):
+        P.generate_proposals("coco_tiny_val", str(tmp_path / "x.json"), search={"sigma2": 1})
     assert not os.listdir(tmp_path)
+
+
+def _small_val_image(datasets_root):
+    path = os.path.join(
+        datasets_root, COCO_VAL, sorted(os.listdir(os.path.join(datasets_root, COCO_VAL)))[0]
+    )
+    return cv2.resize(cv2.imread(path), (160, 120), interpolation=cv2.INTER_AREA)
+
+
+# Measured by running SoCo's own selective_search/selective_search.py (hologerry/SoCo, scale 300,
+# sigma 0.9, min_size 100) and its filter_ratio_size (ratio 3, size 0.0-0.8) on the first
+# coco_tiny val image resized to 160 x 120 (INTER_AREA), RGB: its 36 regions, filtered, as its
+# XYWH rects, duplicates included, in its order.
+SOCO_FILTERED_RECTS = [
+    (0, 0, 82, 33),
+    (39, 15, 120, 66),
+    (0, 0, 82, 64),
+    (0, 64, 45, 55),
+    (0, 0, 82, 64),
+    (39, 15, 120, 66),
+    (56, 57, 50, 40),
+    (39, 15, 120, 66),
+]
+
+
+def test_soco_backend_reproduces_socos_generator(datasets_root, one_thread):
+    image = _small_val_image(datasets_root)
+    boxes = P.soco_selective_search(image)
+    assert len(boxes) == 36  # SoCo's region count on this image
+    assert boxes[-1].tolist() == [0, 0, 159, 119]  # the last merge: SoCo's whole-image rect
+    filters = {k: v for k, v in P.PRESETS["aligndet"].items() if k != "backend"}
+    keep = P.filter_proposals(boxes, (120, 160), **filters)
+    xywh = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes[keep].int().tolist()]
+    assert xywh == SOCO_FILTERED_RECTS
+    # The package's own texture histogram (LBP binned over [0, 1]) groups otherwise; the swap
+    # is undone after each search.
+    _, regions = ss.selective_search(image[:, :, ::-1].copy(), scale=300, sigma=0.9, min_size=100)
+    assert [r["rect"] for r in regions] != [
+        (x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes.int().tolist()
+    ]
+    # Searched at half size, boxes come back in the image's coordinates.
+    half = P.soco_selective_search(image, resize=80)
+    assert (half[:, 2] <= 160).all() and (half[:, 3] <= 120).all() and len(half) < len(boxes)
+
+
+def test_progress_is_logged_with_rate_and_eta(tmp_path, detpre_logs):
+    P.generate_proposals(
+        "coco_tiny_val",
+        str(tmp_path / "p.json"),
+        backend="opencv",
+        resize=96,
+        workers=1,
+        max_images=2,
+        progress_period=0,
+    )
+    lines = [line for line in detpre_logs.text.splitlines() if "selective search:" in line]
+    assert len(lines) == 2
+    assert "1/2 images" in lines[0] and "2/2 images" in lines[1] and "ETA 0:00:00" in lines[1]
+    assert "img/s" in lines[0]
+
+
+def test_a_released_proposal_file_registers(tmp_path, datasets_root, new_names):
+    """A proposals json made elsewhere in the format AlignDet's released file has (COCO as
+    mmdet's CocoDataset reads it: images with id / file_name / height / width, annotations with
+    id, XYWH bbox, area, one category named 'selective_search'; no detpre info) is a dataset."""
+    image_root = os.path.join(datasets_root, COCO_VAL)
+    files = sorted(os.listdir(image_root))[:2]
+    released = {
+        "images": [
+            {"id": 7, "file_name": files[0], "height": 427, "width": 640},
+            {"id": 9, "file_name": files[1], "height": 480, "width": 640},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 7, "bbox": [10, 20, 100, 50], "area": 5000, "iscrowd": 0,
+             "category_id": 1},
+            {"id": 2, "image_id": 7, "bbox": [0, 0, 639, 426], "area": 272214, "iscrowd": 0,
+             "category_id": 1},
+            {"id": 3, "image_id": 9, "bbox": [5.5, 6, 40, 33], "area": 1320, "iscrowd": 0,
+             "category_id": 1},
+        ],
+        "categories": [{"id": 1, "name": "selective_search"}],
+    }  # fmt: skip
+    path = tmp_path / "train2017_ratio3size0008@0.5.json"
+    path.write_text(json.dumps(released))
+    name = new_names("released")
+    register_from_config(_cfg(REGISTER_COCO=[(name, str(path), image_root)]))
+    dicts = DatasetCatalog.get(name)
+    assert [d["file_name"] for d in dicts] == [os.path.join(image_root, f) for f in files]
+    boxes = {d["image_id"]: [a["bbox"] for a in d["annotations"]] for d in dicts}
+    assert boxes == {7: [[10, 20, 100, 50], [0, 0, 639, 426]], 9: [[5.5, 6, 40, 33]]}
+    assert {a["category_id"] for d in dicts for a in d["annotations"]} == {0}

@@ -44,7 +44,7 @@ def detectron2_target_shapes(cfg):
     return OrderedDict((k, v.shape) for k, v in model.state_dict().items())
 
 
-def export_state_dict(state_dict, target_shapes, source="online", not_pretrained=()):
+def export_state_dict(state_dict, target_shapes, source="online", excluded=()):
     """
     Keep the tensors of ``state_dict`` that ``GeneralizedRCNN`` has, under its names, except
     those the pretext does not train.
@@ -54,27 +54,29 @@ def export_state_dict(state_dict, target_shapes, source="online", not_pretrained
         target_shapes (dict[str, torch.Size]): from :func:`detectron2_target_shapes`.
         source (str): "online" exports the online (query / student) network; "momentum" exports
             the momentum (key / EMA teacher) copy, stored under ``momentum.<same name>``.
-        not_pretrained (tuple[str]): Detectron2 key prefixes the model holds but does not train
-            (a model's ``not_pretrained_prefixes``, e.g. the FPN of MoCo-v2 on R50-FPN): left
-            out, so that fine-tuning initialises them and its load report says so.
+        excluded (tuple[str]): Detectron2 key prefixes the model holds but does not hand over (a
+            model's ``export_excluded_prefixes``: layers its pretext does not train, as the FPN
+            of MoCo-v2 on R50-FPN, or that its release does not transfer, as AlignDet's box
+            regressor): left out, so that fine-tuning initialises them and its load report
+            says so.
 
     Returns:
         tuple[OrderedDict[str, Tensor], dict]: the exported state dict and a report with
         ``exported`` (per-group counts), ``not_exported`` (pretraining-only and untrained
-        keys), ``not_pretrained`` (the untrained Detectron2 keys left out) and ``num_exported``.
+        keys), ``excluded`` (the Detectron2 keys left out by ``excluded``) and ``num_exported``.
         Keys whose shape differs from Detectron2's raise a ValueError.
     """
     if source not in ("online", "momentum"):
         raise ValueError(f"SSL.EXPORT must be 'online' or 'momentum', got {source!r}")
     prefix = MOMENTUM_PREFIX if source == "momentum" else ""
-    exported, mismatched, untrained = OrderedDict(), [], []
-    not_pretrained = tuple(not_pretrained)
+    exported, mismatched, left_out = OrderedDict(), [], []
+    excluded = tuple(excluded)
     for key, shape in target_shapes.items():
         src_key = prefix + key
         if src_key not in state_dict:
             continue
-        if not_pretrained and key.startswith(not_pretrained):
-            untrained.append(key)
+        if excluded and key.startswith(excluded):
+            left_out.append(key)
             continue
         tensor = state_dict[src_key]
         if tuple(tensor.shape) != tuple(shape):
@@ -91,7 +93,7 @@ def export_state_dict(state_dict, target_shapes, source="online", not_pretrained
     report = {
         "exported": dict(Counter(group_of(k) for k in exported)),
         "not_exported": sorted(k for k in state_dict if k not in used),
-        "not_pretrained": untrained,
+        "excluded": left_out,
         "num_exported": len(exported),
     }
     return exported, report
@@ -119,11 +121,11 @@ def format_export_report(report):
     lines.append(
         "kept out (pretraining only): " + ", ".join(f"{k}.* {n}" for k, n in kept_out.items())
     )
-    if report.get("not_pretrained"):
-        untrained = Counter(group_of(k) for k in report["not_pretrained"])
+    if report.get("excluded"):
+        left_out = Counter(group_of(k) for k in report["excluded"])
         lines.append(
-            "kept out (not trained by the pretext; fine-tuning initialises them): "
-            + ", ".join(f"{k} {n}" for k, n in sorted(untrained.items()))
+            "kept out by the method (untrained, or not transferred; fine-tuning initialises "
+            "them): " + ", ".join(f"{k} {n}" for k, n in sorted(left_out.items()))
         )
     return "\n".join(lines)
 
@@ -142,20 +144,18 @@ class FinetuneExporter:
         self.source = cfg.SSL.EXPORT
         self.target_shapes = detectron2_target_shapes(cfg)
 
-    def __call__(self, state_dict, path, extra=None, not_pretrained=()):
+    def __call__(self, state_dict, path, extra=None, excluded=()):
         """
         Args:
             state_dict (dict[str, Tensor]): the pretraining model's state dict.
             path (str): where to write the fine-tuning checkpoint.
             extra (dict or None): more entries to store.
-            not_pretrained (tuple[str]): see :func:`export_state_dict`.
+            excluded (tuple[str]): see :func:`export_state_dict`.
 
         Returns:
             dict: the export report.
         """
-        exported, report = export_state_dict(
-            state_dict, self.target_shapes, self.source, not_pretrained
-        )
+        exported, report = export_state_dict(state_dict, self.target_shapes, self.source, excluded)
         save_finetune_checkpoint(exported, path, extra)
         logger.info("Fine-tuning checkpoint %s: %s", path, format_export_report(report))
         return report
@@ -186,5 +186,5 @@ class ExportingCheckpointer(DetpreCheckpointer):
                 model.state_dict(),
                 path,
                 {"iteration": kwargs.get("iteration")},
-                not_pretrained=getattr(model, "not_pretrained_prefixes", ()),
+                excluded=getattr(model, "export_excluded_prefixes", ()),
             )

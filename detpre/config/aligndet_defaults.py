@@ -11,6 +11,9 @@ def add_aligndet_config(cfg):
     # R50-FPN that is the bottom-up ResNet (the FPN trains); for R50-C4 the stem and res2-res4
     # (res5 is the C4 box head and trains).
     _C.ALIGNDET.FREEZE_BACKBONE = True
+    # A run with FREEZE_BACKBONE and an empty MODEL.WEIGHTS (a random backbone kept fixed) is
+    # refused at start-up unless this is True (tests, ablations).
+    _C.ALIGNDET.ALLOW_RANDOM_FROZEN_BACKBONE = False
     # Softmax temperature of the box-level InfoNCE.
     _C.ALIGNDET.TEMPERATURE = 0.5
     # A RoI (RPN proposal or proposal box) takes the id of the proposal it overlaps most when
@@ -25,8 +28,18 @@ def add_aligndet_config(cfg):
     # Weights of the contrastive and box-regression losses (the RPN losses keep weight 1).
     _C.ALIGNDET.CONTRAST_WEIGHT = 1.0
     _C.ALIGNDET.BOX_REG_WEIGHT = 1.0
-    # Use at most this many proposals per image (the first ones of the file); <= 0 keeps all.
+    # Use at most this many proposals per image (the first ones of the file); <= 0 keeps all
+    # (the release: all for R-CNN, the first 50 for RetinaNet).
     _C.ALIGNDET.MAX_PROPOSALS = 0
+    # AlignDetRetinaNet: fill each image's ROIS_PER_IMAGE sampled anchors, after the matched ones,
+    # with background anchors (matcher label 0), which enter the contrast as negatives only (the
+    # release's RandomSampler, num 2048, pos_fraction 1).
+    _C.ALIGNDET.BACKGROUND_NEGATIVES = True
+    # Export the pretrained box regressor (R-CNN: roi_heads.box_predictor.bbox_pred, class-
+    # agnostic; RetinaNet: head.bbox_pred). The release drops it (extract_detector_weights.py)
+    # and fine-tunes a fresh class-specific one; True needs a class-agnostic fine-tuning head
+    # (*_aligndet_agnostic.yaml, with its baseline *_agnostic.yaml).
+    _C.ALIGNDET.EXPORT_BOX_REGRESSOR = False
     # Views: the shorter side drawn from these sizes, the longer side at most MAX_SIZE (the
     # release: 640 to 800 step 32, 1333), a horizontal flip with FLIP_PROB, then one colour
     # operation of nine (identity, autocontrast, equalize, solarize, colour, contrast, brightness,

@@ -78,9 +78,13 @@ class PretrainTrainer(DetpreTrainer):
         Resume from OUTPUT_DIR's last checkpoint (online and momentum networks, queues, optimizer,
         scheduler, iteration), or start from ``MODEL.WEIGHTS``. In the latter case the momentum
         copy is reset to the loaded online network, as the key encoder starts as a copy of the
-        query encoder.
+        query encoder. A model with ``check_initialisation(weights)`` checks the weights of a run
+        that does not resume first (AlignDet refuses to freeze a random backbone).
         """
         resuming = resume and self.checkpointer.has_checkpoint()
+        check = getattr(unwrap_model(self.model), "check_initialisation", None)
+        if not resuming and check is not None:
+            check(self.cfg.MODEL.WEIGHTS)
         super().resume_or_load(resume=resume)
         if not resuming and self.cfg.MODEL.WEIGHTS:
             model = unwrap_model(self.model)

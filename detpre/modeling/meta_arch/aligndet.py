@@ -53,11 +53,13 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
     * InfoNCE (temperature 0.5) between online and target RoI embeddings of the same id, the RoIs
       of every other id in both views being negatives (:func:`box_id_contrast`).
 
-    The image-domain backbone (``MODEL.WEIGHTS``) is frozen by default. Everything exported
-    (backbone, FPN, RPN, box head, ``bbox_pred``) keeps ``GeneralizedRCNN``'s names.
+    The image-domain backbone (``MODEL.WEIGHTS``) is frozen by default. The export is what the
+    release's ``extract_detector_weights.py`` transfers (backbone, FPN, RPN, box head), under
+    ``GeneralizedRCNN``'s names; ``bbox_pred`` only with ALIGNDET.EXPORT_BOX_REGRESSOR.
     """
 
     method = "aligndet"
+    box_regressor_prefix = "roi_heads.box_predictor.bbox_pred."
 
     @configurable
     def __init__(self, *, box_domain, match_iou, rois_per_image, **kwargs):
@@ -76,8 +78,7 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
         if predictor.bbox_pred.out_features != 4:
             raise ValueError(
                 "AlignDet regresses proposal boxes class-agnostically: set "
-                "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True (and in the fine-tuning config, "
-                "so that bbox_pred loads)"
+                "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True in the pretraining config"
             )
         # The classifier is replaced by the projector: removed, so it is neither trained nor
         # exported (fine-tuning initialises its own).
@@ -95,7 +96,7 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
         if not cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG:
             raise ValueError(
                 "AlignDet regresses proposal boxes class-agnostically: set "
-                "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True (and in the fine-tuning config)"
+                "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True in the pretraining config"
             )
         ret = GeneralizedRCNN.from_config(cfg)
         in_dim = ret["roi_heads"].box_predictor.bbox_pred.in_features

@@ -42,6 +42,8 @@ class BoxDomainPretraining:
         freeze_backbone,
         contrast_weight=1.0,
         box_reg_weight=1.0,
+        allow_random_frozen_backbone=False,
+        export_box_regressor=False,
     ):
         """
         Args:
@@ -52,6 +54,10 @@ class BoxDomainPretraining:
             freeze_backbone (bool): freeze the image-domain backbone (see
                 :func:`frozen_backbone_path`).
             contrast_weight, box_reg_weight (float): loss weights.
+            allow_random_frozen_backbone (bool): let :meth:`check_initialisation` accept a
+                frozen backbone with no weights to load.
+            export_box_regressor (bool): hand the box regressor (:attr:`box_regressor_prefix`)
+                over to fine-tuning; the release does not.
         """
         self.ssl_head = torch.nn.ModuleDict({"projector": projector})
         self.temperature = temperature
@@ -59,6 +65,8 @@ class BoxDomainPretraining:
         self.box_reg_weight = box_reg_weight
         frozen_path = frozen_backbone_path(self.backbone) if freeze_backbone else None
         self.frozen_path = frozen_path
+        self.allow_random_frozen_backbone = allow_random_frozen_backbone
+        self.export_box_regressor = export_box_regressor
         if frozen_path is not None:
             self.get_submodule(frozen_path).requires_grad_(False)
         # Copied after freezing: the copy's parameters take no gradient either way.
@@ -76,7 +84,32 @@ class BoxDomainPretraining:
             "freeze_backbone": node.FREEZE_BACKBONE,
             "contrast_weight": node.CONTRAST_WEIGHT,
             "box_reg_weight": node.BOX_REG_WEIGHT,
+            "allow_random_frozen_backbone": node.ALLOW_RANDOM_FROZEN_BACKBONE,
+            "export_box_regressor": node.EXPORT_BOX_REGRESSOR,
         }
+
+    @property
+    def export_excluded_prefixes(self):
+        """The box regressor, unless ALIGNDET.EXPORT_BOX_REGRESSOR: the release's
+        ``extract_detector_weights.py`` drops ``fc_reg`` / ``retina_reg``."""
+        return () if self.export_box_regressor else (self.box_regressor_prefix,)
+
+    def check_initialisation(self, weights):
+        """
+        Called by the pretraining trainer before a run that does not resume: refuse to freeze a
+        backbone that nothing initialises.
+
+        Args:
+            weights (str): the run's ``MODEL.WEIGHTS``.
+        """
+        if self.frozen_path is not None and not weights and not self.allow_random_frozen_backbone:
+            raise ValueError(
+                "ALIGNDET.FREEZE_BACKBONE is True but MODEL.WEIGHTS is empty: the frozen "
+                f"{self.frozen_path} would stay at its random initialisation for the whole run. "
+                "Set MODEL.WEIGHTS to an image-domain checkpoint (an InsLoc / MoCo-v2 "
+                "model_final_d2.pth, a converted release), or ALIGNDET.FREEZE_BACKBONE False, or "
+                "ALIGNDET.ALLOW_RANDOM_FROZEN_BACKBONE True if a random frozen backbone is meant."
+            )
 
     def train(self, mode=True):
         super().train(mode)

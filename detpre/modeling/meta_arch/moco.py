@@ -24,7 +24,7 @@ class MoCoV2(MomentumContrast):
     * R50-FPN: the bottom-up res5 output (``backbone.bottom_up``), the same ResNet MoCo-v2
       pretrains for classification. The FPN layers (lateral and output convs) are held at
       their initialisation but take no gradient, so they are not exported
-      (:attr:`not_pretrained_prefixes`): fine-tuning initialises them itself, and its load
+      (:attr:`export_excluded_prefixes`): fine-tuning initialises them itself, and its load
       report counts them as such. No RoI head is built. Under DistributedDataParallel this
       needs ``find_unused_parameters=True``.
 
@@ -60,7 +60,7 @@ class MoCoV2(MomentumContrast):
         return self.is_fpn
 
     @property
-    def not_pretrained_prefixes(self):
+    def export_excluded_prefixes(self):
         """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
         return ("backbone.fpn_",) if self.is_fpn else ()
 

@@ -150,7 +150,7 @@ class SlotCon(nn.Module):
         return self.is_fpn
 
     @property
-    def not_pretrained_prefixes(self):
+    def export_excluded_prefixes(self):
         """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
         return ("backbone.fpn_",) if self.is_fpn else ()
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 __all__ = ["box_id_contrast"]
 
 
-def box_id_contrast(q, q_ids, k, k_ids, temperature):
+def box_id_contrast(q, q_ids, k, k_ids, temperature, negatives=None):
     """
     For each proposal id ``l`` among the queries: every (query, key) pair of id ``l`` is a
     positive, with logits ``[q.k, q.n_1, ..., q.n_M] / T`` and cross-entropy against the positive,
@@ -24,6 +24,8 @@ def box_id_contrast(q, q_ids, k, k_ids, temperature):
         k (Tensor): (Nk, D) target embeddings of the other view.
         k_ids (Tensor): (Nk,) int64 proposal ids of the keys.
         temperature (float): T > 0.
+        negatives (Tensor or None): (M, D) more negatives of every query, without id (the
+            background anchors AlignDet's RetinaNet samples, of both views); no gradient.
 
     Returns:
         tuple[Tensor, Tensor]: the loss (scalar; 0 with a graph when there is no query) and the
@@ -47,7 +49,12 @@ def box_id_contrast(q, q_ids, k, k_ids, temperature):
     s_qq = q @ q_const.t() / temperature
     same_k = q_ids[:, None] == k_ids[None, :]
     same_q = q_ids[:, None] == q_ids[None, :]
-    neg = torch.cat([s_qq.masked_fill(same_q, -torch.inf), s_qk.masked_fill(same_k, -torch.inf)], 1)
+    neg = [s_qq.masked_fill(same_q, -torch.inf), s_qk.masked_fill(same_k, -torch.inf)]
+    if negatives is not None and len(negatives):
+        if negatives.dim() != 2 or negatives.shape[1] != q.shape[1]:
+            raise ValueError(f"negatives must be (M, {q.shape[1]}), got {tuple(negatives.shape)}")
+        neg.append(q @ F.normalize(negatives.detach().float(), dim=1).t() / temperature)
+    neg = torch.cat(neg, 1)
     neg_lse = torch.logsumexp(neg, dim=1, keepdim=True)  # -inf without negatives
 
     # Pair loss -log(e^s / (e^s + sum_neg e^n)) = softplus(lse_neg - s).

@@ -14,198 +14,99 @@ The proposals are then an ordinary dataset of any detpre command (the tool print
         "[('coco_2017_train_ss', 'proposals/coco_2017_train_aligndet.json', 'coco/train2017')]" \
         DATASETS.TRAIN "('coco_2017_train_ss',)"
 
+A proposals file made elsewhere in that format (AlignDet's released
+``train2017_ratio3size0008@0.5.json``: images, annotations with XYWH ``bbox``, one category)
+registers the same way.
+
 Image ids are the dataset's ``image_id`` where it is an int (COCO), else 63 bits of its SHA-1
 (VOC names, image-folder paths), the original kept as ``dataset_image_id``. The steps per image:
 
-1. resize so the image fits ``resize`` x ``resize`` (longer side = ``resize``, up or down, aspect
-   kept), run OpenCV's fast selective search (``switchToSelectiveSearchFast``) and map the boxes
-   back to the original image. The search time grows fast with the pixel count; SoCo searched
-   ImageNet images (about 500 px) at their own size, and 512 keeps COCO images near that scale;
-2. keep boxes with width and height >= ``min_size`` px (original scale), aspect ratio
-   max(w/h, h/w) <= ``max_aspect_ratio`` and sqrt(box area / image area) in ``area_range``
-   (bounds included), as SoCo's ``filter_ratio_size``;
-3. NMS at ``nms_thresh``. Selective search gives no scores: the order it returns (Uijlings et
-   al.'s pseudo-random ranking by hierarchy level) is the score, so of two overlapping boxes the
-   earlier one stays. That ranking uses C's ``rand()``; it is seeded per image (from ``seed`` and
-   the image id) for outputs that do not depend on which worker ran the image;
-4. the first ``topk`` boxes left.
-
-Presets: ``soco`` (ratio 3, area 0.3-0.8, no NMS: SoCo's ``ratio3size0308`` filtering) and
-``aligndet`` (ratio 3, area 0.0-0.8, NMS 0.5: the ``train2017_ratio3size0008@0.5.json`` of
-AlignDet's pretraining config).
+1. selective search with a backend of :mod:`.search`: ``soco`` (SoCo's generator at full
+   resolution, the presets' default) or ``opencv`` (OpenCV's fast mode on the image resized to
+   512, about 10x faster);
+2. SoCo's filter (:func:`.filters.proposal_keep_mask`), then optional NMS and top-k;
+3. the boxes are written as XYWH with 2 decimals.
 
 Resumable: each finished image is appended to ``<output stem>.partial.jsonl`` (kept after the run,
 as the cache a rerun reads: images in it are not processed again). The final json is written
-atomically. An unreadable image is logged, skipped and listed in the json's ``info``.
+atomically. An unreadable image is logged, skipped and listed in the json's ``info``. Progress
+(images done, rate, ETA) is logged every ``progress_period`` seconds, for logs of cluster jobs
+where tqdm's bar is unreadable.
 """
 
-import ctypes
 import datetime
 import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
+import time
 
 import cv2
 import numpy as np
 import torch
 import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.transforms import ResizeShortestEdge, ResizeTransform
-from detectron2.layers import nms
-from detectron2.structures import Boxes
 
-from .image_io import CorruptImageError, read_image
+from ..image_io import CorruptImageError, read_image
+from .filters import filter_proposals
+from .search import BACKENDS
 
-__all__ = [
-    "PRESETS",
-    "filter_proposals",
-    "generate_proposals",
-    "propose_image",
-    "proposal_keep_mask",
-    "selective_search",
-    "stable_image_id",
-]
+__all__ = ["generate_proposals", "propose_image", "search_args", "stable_image_id"]
 
 logger = logging.getLogger(__name__)
 
-# Filtering of the two papers' released proposal files (see the module docstring).
-PRESETS = {
-    "aligndet": dict(min_size=32, max_aspect_ratio=3.0, area_range=(0.0, 0.8), nms_thresh=0.5),
-    "soco": dict(min_size=32, max_aspect_ratio=3.0, area_range=(0.3, 0.8), nms_thresh=None),
-}
-CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
-_PARTIAL_FORMAT = 1
-_LIBC = []  # [ctypes library or None], loaded once per process
+# The category AlignDet's dataset config names (``classes=['selective_search']``): a file written
+# here loads into the release unchanged, and a released file into detpre.
+CATEGORY = {"id": 1, "name": "selective_search", "supercategory": "object"}
+_PARTIAL_FORMAT = 2
 
 
-def _seed_c_rand(seed):
-    """Seed C's rand(), which OpenCV's selective search ranking draws from (no-op where absent)."""
-    if not _LIBC:
-        try:
-            _LIBC.append(ctypes.CDLL(None).srand)
-        except (OSError, AttributeError):
-            _LIBC.append(None)
-            logger.warning("Cannot seed C rand(): the selective search order is not reproducible.")
-    if _LIBC[0] is not None:
-        _LIBC[0](ctypes.c_uint(seed % 2**32))
-
-
-def selective_search(image, *, resize=512, seed=0):
+def search_args(backend, resize=None, **overrides):
     """
-    OpenCV's fast selective search on a resized copy of ``image``.
-
     Args:
-        image (np.ndarray): HWC uint8 BGR image (H, W, 3).
-        resize (int or None): the size the image is resized to fit (longer side = ``resize``);
-            None or 0 searches the image as it is.
-        seed (int): seed of the pseudo-random ranking.
+        backend (str): a name of :data:`.search.BACKENDS`.
+        resize (int or None): the size the image is searched at (longer side); None keeps the
+            backend's default (soco: full resolution, opencv: 512), 0 the full resolution.
+        overrides: other keyword arguments of the backend.
 
     Returns:
-        Tensor: (N, 4) float32 XYXY boxes in ``image``'s coordinates, in the order selective
-        search ranks them.
+        dict: the backend's keyword arguments, defaults filled in.
     """
-    h, w = image.shape[:2]
-    new_h, new_w = (
-        (h, w) if not resize else ResizeShortestEdge.get_output_shape(h, w, resize, resize)
-    )
-    if (new_h, new_w) != (h, w):
-        interp = cv2.INTER_AREA if new_h * new_w < h * w else cv2.INTER_LINEAR
-        image = cv2.resize(image, (new_w, new_h), interpolation=interp)
-    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
-    search.setBaseImage(image)
-    search.switchToSelectiveSearchFast()
-    _seed_c_rand(seed)
-    rects = search.process().astype(np.float32).reshape(-1, 4)  # XYWH
-    rects[:, 2:] += rects[:, :2]
-    boxes = ResizeTransform(h, w, new_h, new_w).inverse().apply_box(rects)
-    boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32))
-    boxes.clip((h, w))
-    return boxes.tensor
+    if backend not in BACKENDS:
+        raise ValueError(f"Proposal backend {backend!r} is unknown: expected one of {sorted(BACKENDS)}")
+    args = dict(BACKENDS[backend][1])
+    unknown = sorted(set(overrides) - set(args))
+    if unknown:
+        raise ValueError(f"Proposal backend {backend!r} has no option {unknown}")
+    args.update(overrides)
+    if resize is not None:
+        args["resize"] = resize
+    return args
 
 
-def proposal_keep_mask(boxes, image_size, *, min_size=32, max_aspect_ratio=3.0, area_range=(0, 1)):
+def propose_image(file_name, *, backend="soco", search=None, seed=0, **filters):
     """
-    The size, shape and area filters of SoCo's ``filter_ratio_size``.
-
-    Args:
-        boxes (Tensor): (N, 4) XYXY boxes.
-        image_size (tuple[int, int]): (height, width) of their image.
-        min_size (float): smallest width and height kept.
-        max_aspect_ratio (float or None): largest max(w/h, h/w) kept; None keeps any.
-        area_range (tuple[float, float]): (lo, hi) of sqrt(box area / image area), bounds kept.
-
-    Returns:
-        Tensor: (N,) bool, True for the boxes kept.
-    """
-    wh = (boxes[:, 2:] - boxes[:, :2]).double()
-    keep = (wh >= min_size).all(dim=1)
-    if max_aspect_ratio is not None:
-        ratio = wh.max(dim=1).values / wh.min(dim=1).values  # inf / nan for empty boxes: dropped
-        keep &= ratio <= max_aspect_ratio
-    rel_side = (wh.prod(dim=1) / (image_size[0] * image_size[1])).sqrt()
-    return keep & (rel_side >= area_range[0]) & (rel_side <= area_range[1])
-
-
-def filter_proposals(
-    boxes,
-    image_size,
-    *,
-    min_size=32,
-    max_aspect_ratio=3.0,
-    area_range=(0.0, 1.0),
-    nms_thresh=None,
-    topk=None,
-):
-    """
-    Filter ranked proposals: :func:`proposal_keep_mask`, then NMS with the rank as the score (of
-    two boxes with IoU > ``nms_thresh`` the earlier one stays), then the first ``topk``.
-
-    Args:
-        boxes (Tensor): (N, 4) XYXY boxes, best ranked first.
-        image_size (tuple[int, int]): (height, width).
-        min_size, max_aspect_ratio, area_range: see :func:`proposal_keep_mask`.
-        nms_thresh (float or None): NMS IoU threshold; None skips NMS.
-        topk (int or None): boxes kept at most; None keeps all.
-
-    Returns:
-        Tensor: (K,) int64 indices into ``boxes`` of the boxes kept, in rank order.
-    """
-    mask = proposal_keep_mask(
-        boxes,
-        image_size,
-        min_size=min_size,
-        max_aspect_ratio=max_aspect_ratio,
-        area_range=area_range,
-    )
-    keep = mask.nonzero().flatten()
-    if nms_thresh is not None and len(keep):
-        rank_scores = torch.arange(len(keep), 0, -1, dtype=torch.float32)
-        # nms returns indices by decreasing score, i.e. in rank order.
-        keep = keep[nms(boxes[keep].float(), rank_scores, nms_thresh)]
-    return keep[:topk] if topk is not None else keep
-
-
-def propose_image(file_name, *, resize=512, seed=0, **filters):
-    """
-    Read an image, run :func:`selective_search` and :func:`filter_proposals`.
+    Read an image, run a selective search backend and :func:`.filters.filter_proposals`.
 
     Args:
         file_name (str): image path.
-        resize (int or None), seed (int): see :func:`selective_search`.
-        filters: keyword arguments of :func:`filter_proposals`.
+        backend (str): a name of :data:`.search.BACKENDS`.
+        search (dict or None): the backend's keyword arguments (:func:`search_args`).
+        seed (int): the backend's seed (the opencv ranking).
+        filters: keyword arguments of :func:`.filters.filter_proposals`.
 
     Returns:
-        tuple[Tensor, tuple[int, int]]: (K, 4) XYXY boxes in rank order, and (height, width) of
-        the image as Detectron2 reads it (EXIF orientation applied).
+        tuple[Tensor, tuple[int, int]]: (K, 4) XYXY boxes in the backend's order, and (height,
+        width) of the image as Detectron2 reads it (EXIF orientation applied).
 
     Raises:
         CorruptImageError: the file cannot be read.
     """
     image = read_image(file_name, format="BGR")
     image_size = image.shape[:2]
-    boxes = selective_search(image, resize=resize, seed=seed)
+    function = BACKENDS[backend][0]
+    boxes = function(image, seed=seed, **(search if search is not None else search_args(backend)))
     return boxes[filter_proposals(boxes, image_size, **filters)], image_size
 
 
@@ -225,7 +126,7 @@ def stable_image_id(image_id):
 def _check_params(resize, min_size, max_aspect_ratio, area_range, nms_thresh, topk):
     lo, hi = area_range
     checks = [
-        (resize is None or resize >= 0, "resize", resize, "an int >= 0 (0: no resize)"),
+        (not resize or resize > 0, "resize", resize, "an int >= 0 (0: no resize)"),
         (min_size >= 0, "min_size", min_size, ">= 0"),
         (max_aspect_ratio is None or max_aspect_ratio >= 1, "max_aspect_ratio", max_aspect_ratio,
          ">= 1 or None"),
@@ -329,6 +230,27 @@ def _run(tasks, workers):
         yield from pool.imap_unordered(_process, tasks, chunksize=1)
 
 
+class _Progress:
+    """Logs ``selective search: done/total images, rate img/s, ETA`` every ``period`` seconds
+    and at the end."""
+
+    def __init__(self, total, period):
+        self.total, self.period, self.done = total, period, 0
+        self.start = self.last = time.perf_counter()
+
+    def step(self):
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last < self.period and self.done < self.total:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        eta = datetime.timedelta(seconds=round((self.total - self.done) / rate))
+        logger.info(
+            f"selective search: {self.done}/{self.total} images, {rate:.2f} img/s, ETA {eta}"
+        )
+
+
 def _coco_json(tasks, records, names, source_ids, info):
     images, annotations = [], []
     for image_id, _, _ in tasks:
@@ -350,15 +272,18 @@ def generate_proposals(
     dataset_name,
     output,
     *,
-    resize=512,
+    backend="soco",
+    resize=None,
+    search=None,
     min_size=32,
     max_aspect_ratio=3.0,
     area_range=(0.0, 0.8),
-    nms_thresh=0.5,
+    nms_thresh=None,
     topk=None,
     workers=None,
     max_images=None,
     seed=0,
+    progress_period=60.0,
 ):
     """
     Selective search proposals for every image of a registered dataset (labels ignored), written
@@ -367,11 +292,16 @@ def generate_proposals(
     Args:
         dataset_name (str): a name in Detectron2's ``DatasetCatalog``.
         output (str): the json to write.
-        resize, seed: see :func:`selective_search`.
-        min_size, max_aspect_ratio, area_range, nms_thresh, topk: see :func:`filter_proposals`
-            (defaults: the ``aligndet`` preset).
+        backend (str): the selective search of :data:`.search.BACKENDS` ("soco" or "opencv").
+        resize (int or None): see :func:`search_args`.
+        search (dict or None): other keyword arguments of the backend.
+        seed (int): seed of the opencv backend's ranking (per image: from it and the image id).
+        min_size, max_aspect_ratio, area_range, nms_thresh, topk: see
+            :func:`.filters.filter_proposals` (defaults: the ``aligndet`` preset).
         workers (int or None): processes; None uses ``os.cpu_count()``; 1 runs in this process.
         max_images (int or None): only the dataset's first ``max_images`` images.
+        progress_period (float): seconds between progress lines in the log (images done, rate,
+            ETA).
 
     Returns:
         dict: ``output``, ``image_root`` (to register the json with), ``num_images``,
@@ -380,9 +310,11 @@ def generate_proposals(
         ``images_without_proposals``.
     """
     area_range = tuple(float(x) for x in area_range)
-    _check_params(resize, min_size, max_aspect_ratio, area_range, nms_thresh, topk)
-    params = dict(resize=resize, min_size=min_size, max_aspect_ratio=max_aspect_ratio)
-    params.update(area_range=area_range, nms_thresh=nms_thresh, topk=topk)
+    search = search_args(backend, resize, **(search or {}))
+    _check_params(search["resize"], min_size, max_aspect_ratio, area_range, nms_thresh, topk)
+    params = dict(backend=backend, search=search, min_size=min_size)
+    params.update(max_aspect_ratio=max_aspect_ratio, area_range=area_range)
+    params.update(nms_thresh=nms_thresh, topk=topk)
     dicts = DatasetCatalog.get(dataset_name)[:max_images]
     if not dicts:
         raise ValueError(f"Dataset {dataset_name!r} has no images.")
@@ -398,9 +330,11 @@ def generate_proposals(
         logger.info(f"Reusing {reused} images from {partial}; {len(todo)} left to process.")
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     skipped = []
+    progress = _Progress(len(todo), progress_period)
     with open(partial, "a") as f:
         results = _run(todo, workers)
         for record in tqdm.tqdm(results, total=len(todo), desc="selective search", unit="img"):
+            progress.step()
             if "error" in record:
                 logger.warning(f"Skipping an unreadable image: {record['error']}")
                 skipped.append(record["error"])
