@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -7,6 +8,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch import nn
 
+import detpre.modeling.meta_arch.slotcon as slotcon_module
 from detpre.checkpoint import DetpreCheckpointer
 from detpre.checkpoint.export import FinetuneExporter
 from detpre.engine import get_detpre_cfg
@@ -105,6 +107,43 @@ def test_overlap_alignment_with_resized_views_and_a_coarser_map():
     got_b = align_to_overlap(map_b, box_b, flip_b, 1.0, (10, 8))
     assert torch.allclose(got_a, expected, atol=1e-6)
     assert torch.allclose(got_b, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("side", [112, 224])
+def test_alignment_at_the_view_size_against_pixel_ground_truth(side):
+    """A res5 map of a side x side view has ceil(side / 32) cells (4 at 112, 7 at 224), so a
+    cell spans side / cells view pixels, as the release maps its normalised boxes (coords x map
+    size). A map whose cell (i, j) holds the normalised view position of its centre, aligned over
+    a box, gives at each output bin the normalised position of the bin's centre."""
+    cells = math.ceil(side / 32)
+    centres = (torch.arange(cells, dtype=torch.float32) + 0.5) / cells
+    grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"))[None]  # (1, 2, m, m)
+    # a box well inside the cell centres, where bilinear interpolation is exact
+    box = torch.tensor([[0.3 * side, 0.2 * side, 0.7 * side, 0.6 * side]])
+    out_size = (5, 5)
+    got = align_to_overlap(grid, box, torch.tensor([False]), (cells / side, cells / side), out_size)
+    ys = 0.2 + (torch.arange(5) + 0.5) / 5 * 0.4
+    xs = 0.3 + (torch.arange(5) + 0.5) / 5 * 0.4
+    expected = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None]
+    assert torch.allclose(got, expected, atol=1e-5)
+    if side % 32:  # a fixed 1 / 32 looks elsewhere when the side is not a multiple of 32
+        wrong = align_to_overlap(grid, box, torch.tensor([False]), 1 / 32, out_size)
+        assert (wrong - expected).abs().max() > 0.02
+
+
+def test_slotcon_aligns_with_the_map_to_view_ratio(arch_model, monkeypatch):
+    arch, cfg, model = arch_model
+    scales = []
+    original = slotcon_module.align_to_overlap
+    monkeypatch.setattr(
+        slotcon_module,
+        "align_to_overlap",
+        lambda maps, boxes, flipped, scale: scales.append((maps.shape[-2:], scale))
+        or original(maps, boxes, flipped, scale),
+    )
+    with torch.no_grad(), EventStorage():
+        model.train()(_batch(7, n=2, size=112))
+    assert scales and all(tuple(m) == (4, 4) and s == (4 / 112, 4 / 112) for m, s in scales)
 
 
 def test_disjoint_crops_have_no_overlap():
@@ -401,3 +440,21 @@ def test_bad_inputs(arch_model):
     batch[1]["views"][0]["image"] = torch.zeros(3, 96, 96, dtype=torch.uint8)
     with pytest.raises(ValueError, match="one size"):
         model(batch)
+
+
+def test_bottlenecks_start_with_zero_last_norm_as_the_release(arch_model, repo_root):
+    """SlotCon's models/resnet.py zeroes bn3.weight of every Bottleneck; the teacher starts as
+    the same copy. InsLoc and MoCo keep 1 (their releases: zero_init_residual False)."""
+    arch, cfg, _ = arch_model
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    state = model.state_dict()
+    norms = [k for k in state if k.endswith("conv3.norm.weight") and not k.startswith("momentum.")]
+    assert len(norms) == 16  # 3 + 4 + 6 + 3 bottlenecks of ResNet-50
+    for k in norms:
+        assert not state[k].any() and not state["momentum." + k].any(), k
+    others = [k for k in state if k.endswith(("conv1.norm.weight", "conv2.norm.weight"))]
+    assert others and all((state[k] == 1).all() for k in others)
+    cfg = cfg.clone()
+    cfg.SLOTCON.ZERO_INIT_RESIDUAL = False
+    assert all((build_model(cfg).state_dict()[k] == 1).all() for k in norms)

@@ -48,3 +48,6 @@ def add_slotcon_config(cfg):
     _C.SLOTCON.CONTRAST_TEMP = 0.2
     # Weight of the grouping loss; the slot contrast gets 1 minus this.
     _C.SLOTCON.GROUP_LOSS_WEIGHT = 0.5
+    # Start every bottleneck's last norm at weight 0 (the release's models/resnet.py: "zero gamma
+    # for batch norm"); False keeps Detectron2's weight 1.
+    _C.SLOTCON.ZERO_INIT_RESIDUAL = True

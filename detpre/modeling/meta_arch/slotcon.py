@@ -6,6 +6,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.backbone import FPN
+from detectron2.modeling.backbone.resnet import BottleneckBlock
 from torch import nn
 
 from ..ssl.centering import Centering
@@ -17,7 +18,22 @@ from ..ssl.slot_losses import grouping_loss, slot_contrast_loss, valid_slots
 from ..ssl.submodule_momentum import SubmoduleMomentumCopy
 from .encoder import build_res5_trunk, split_two_views
 
-__all__ = ["SlotCon"]
+__all__ = ["SlotCon", "zero_init_residual_"]
+
+
+def zero_init_residual_(*modules):
+    """
+    Set the weight of the last norm of every bottleneck block to 0, so that each residual branch
+    starts at zero (Goyal et al., "Accurate, Large Minibatch SGD", Sec. 5.1): SlotCon's release
+    does so in its ``models/resnet.py`` (``bn3.weight``).
+
+    Args:
+        modules (nn.Module): searched for Detectron2 ``BottleneckBlock``s (``conv3.norm``).
+    """
+    for module in modules:
+        for block in module.modules():
+            if isinstance(block, BottleneckBlock) and block.conv3.norm is not None:
+                nn.init.zeros_(block.conv3.norm.weight)
 
 
 @META_ARCH_REGISTRY.register()
@@ -107,11 +123,6 @@ class SlotCon(nn.Module):
         self.contrast_temp = contrast_temp
         self.group_loss_weight = group_loss_weight
         self.is_fpn = isinstance(backbone, FPN)
-        if self.is_fpn:
-            self.feature_stride = backbone.bottom_up.output_shape()["res5"].stride
-        else:
-            # roi_heads.res5 halves res4's resolution (its first block has stride 2).
-            self.feature_stride = 2 * backbone.output_shape()["res4"].stride
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -119,6 +130,8 @@ class SlotCon(nn.Module):
     def from_config(cls, cfg):
         backbone, roi_heads, in_dim = build_res5_trunk(cfg, "SlotCon")
         sc = cfg.SLOTCON
+        if sc.ZERO_INIT_RESIDUAL:
+            zero_init_residual_(backbone, roi_heads)
         ssl_head = nn.ModuleDict(
             {
                 "projector": ConvMLP(in_dim, sc.HIDDEN_DIM, sc.OUT_DIM, norm=sc.HEAD_NORM),
@@ -235,7 +248,10 @@ class SlotCon(nn.Module):
             teacher = [self.encode(self.momentum, x) for x in images]
 
         def aligned(logits, i):
-            return align_to_overlap(logits, boxes[i], flips[i], 1.0 / self.feature_stride)
+            # Map cells per view pixel, per axis (the release scales its normalised boxes by the
+            # map size): 1 / stride only when the view side is a multiple of the stride.
+            scale = tuple(m / v for m, v in zip(logits.shape[-2:], images[i].shape[-2:]))
+            return align_to_overlap(logits, boxes[i], flips[i], scale)
 
         center = self.ssl_head["center"].center
         group, contrast, accs = 0.0, 0.0, []

@@ -55,7 +55,9 @@ def align_to_overlap(maps, boxes, flipped, spatial_scale, output_size=None):
         boxes (Tensor): (N, 4) XYXY region of each view, in its pixels (from
             :func:`overlap_boxes`).
         flipped (Tensor): (N,) bool, whether each view was flipped.
-        spatial_scale (float): map cells per view pixel (1 / stride).
+        spatial_scale (float or tuple[float, float]): map cells per view pixel: one number, or
+            (y, x) per axis, e.g. (map H / view H, map W / view W), as SlotCon's release maps its
+            normalised boxes (a 112 px view gives a 4 x 4 res5 map: 4 / 112 per pixel, not 1 / 32).
         output_size (tuple[int, int] or None): (h, w) of the aligned maps; (H, W) when None.
 
     Returns:
@@ -69,8 +71,12 @@ def align_to_overlap(maps, boxes, flipped, spatial_scale, output_size=None):
     size = tuple(maps.shape[-2:]) if output_size is None else tuple(output_size)
     # In float32: box coordinates in half precision are off by up to a pixel at 224.
     maps = maps.float()
+    sy, sx = (
+        (spatial_scale, spatial_scale) if isinstance(spatial_scale, (int, float)) else spatial_scale
+    )
+    scale = torch.tensor([sx, sy, sx, sy], device=maps.device, dtype=torch.float32)
     index = torch.arange(maps.shape[0], device=maps.device, dtype=torch.float32)[:, None]
-    rois = torch.cat([index, boxes.to(device=maps.device, dtype=torch.float32)], dim=1)
-    aligned = ROIAlign(size, spatial_scale, sampling_ratio=0, aligned=True)(maps, rois)
+    rois = torch.cat([index, boxes.to(device=maps.device, dtype=torch.float32) * scale], dim=1)
+    aligned = ROIAlign(size, 1.0, sampling_ratio=0, aligned=True)(maps, rois)
     flip = flipped.to(device=maps.device, dtype=torch.bool)[:, None, None, None]
     return torch.where(flip, aligned.flip(-1), aligned)
