@@ -66,9 +66,14 @@ def test_views_from_config(datasets_root):
     torch.manual_seed(0)
     mapper = LocaViewsMapper(_cfg(), is_train=True)
     assert mapper.num_views == 11
-    # the release's colour augmentation per view: blur 1.0 / 0.1 / 0.5, solarize 0 / 0.2 / 0
+    # the release's colour augmentation per view: solarize 0 / 0.2 / 0; no blur (its config puts
+    # the probabilities 1.0 / 0.1 / 0.5 in random_blur's height argument: a one-tap kernel)
     ref_aug, query_aug, focal_aug = (spec[3] for spec in mapper.specs[:3])
-    assert [a.pixel_aug.blur_prob for a in (ref_aug, query_aug, focal_aug)] == [1.0, 0.1, 0.5]
+    assert [a.pixel_aug.blur_prob for a in (ref_aug, query_aug, focal_aug)] == [0.0, 0.0, 0.0]
+    intended = _cfg()
+    intended.LOCA.RELEASE_BLUR = False
+    specs = LocaViewsMapper(intended, is_train=True).specs[:3]
+    assert [spec[3].pixel_aug.blur_prob for spec in specs] == [1.0, 0.1, 0.5]
     assert [a.solarize_prob for a in (ref_aug, query_aug, focal_aug)] == [0.0, 0.2, 0.0]
     assert ref_aug.pixel_aug.color_jitter_prob == 0.8 and ref_aug.pixel_aug.grayscale_prob == 0.2
     files = sorted(glob.glob(os.path.join(datasets_root, "imagenet_sample", "images", "*.JPEG")))[

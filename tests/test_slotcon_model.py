@@ -458,3 +458,25 @@ def test_bottlenecks_start_with_zero_last_norm_as_the_release(arch_model, repo_r
     cfg = cfg.clone()
     cfg.SLOTCON.ZERO_INIT_RESIDUAL = False
     assert all((build_model(cfg).state_dict()[k] == 1).all() for k in norms)
+
+
+def test_teacher_keeps_its_own_bn_statistics(arch_model, run_momentum_hook):
+    """The release's EMA moves the teacher's parameters only; its BN running statistics come
+    from its own forward passes (the exported teacher carries them)."""
+    arch, cfg, model = arch_model
+    model.train()
+    model.momentum.reset(model)
+    student_bn = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in student_bn:
+            bn.running_mean.fill_(5.0)
+    teacher = {k: b.clone() for k, b in model.momentum.named_buffers()}
+    run_momentum_hook(model, cfg, iteration=0, max_iter=10)
+    after = dict(model.momentum.named_buffers())
+    assert all(torch.equal(teacher[k], after[k]) for k in teacher)
+    assert not any((b == 5.0).all() for k, b in after.items() if k.endswith("running_mean"))
+    # a teacher forward in train mode moves its own statistics
+    with torch.no_grad():
+        model.encode(model.momentum, model.preprocess([v["image"] for v in _batch(3)[0]["views"]]))
+    moved = dict(model.momentum.named_buffers())
+    assert any(not torch.equal(teacher[k], moved[k]) for k in teacher if k.endswith("running_mean"))

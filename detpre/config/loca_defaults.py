@@ -103,8 +103,13 @@ def add_loca_config(cfg):
     _C.LOCA.GRAYSCALE_PROB = 0.2
     # Range of the Gaussian blur sigma, in pixels (kernel: 10% of the view side, made odd).
     _C.LOCA.BLUR_SIGMA = (0.1, 2.0)
-    # Blur probability of the reference, the large query and each focal query.
+    # Blur probability of the reference, the large query and each focal query (the evident intent
+    # of the release's config), applied only when LOCA.RELEASE_BLUR is False.
     _C.LOCA.BLUR_PROB = (1.0, 0.1, 0.5)
+    # Reproduce the release's effective blur, which is none: its config calls random_blur(p)
+    # with the probability in the `height` argument (ops.py: random_blur(height=224, p=1.0)), so
+    # the kernel side height // 10 is 0, a one-tap identity. False blurs with LOCA.BLUR_PROB.
+    _C.LOCA.RELEASE_BLUR = True
     # Solarization probability of the reference, the large query and each focal query.
     _C.LOCA.SOLARIZE_PROB = (0.0, 0.2, 0.0)
     # --- Model (LOCA meta-architecture) ---

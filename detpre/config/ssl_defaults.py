@@ -27,6 +27,13 @@ def add_ssl_config(cfg):
     # SOLVER.BASE_LR is the learning rate for this total batch; it is scaled linearly with
     # SOLVER.IMS_PER_BATCH (0.03 at 256 for MoCo-v2 / InsLoc).
     _C.SSL.REFERENCE_BATCH_SIZE = 256
+    # Scale SOLVER.BASE_LR_END with the batch as SOLVER.BASE_LR (an end lr relative to the peak,
+    # LOCA's 1 %); False keeps it absolute (SlotCon's eta_min 1e-6).
+    _C.SSL.SCALE_LR_END = True
+    # Count an epoch as floor(images / batch) iterations, as a loader that drops its last
+    # incomplete batch (SlotCon's DataLoader, LOCA's steps_per_epoch); False: ceil (MoCo's and
+    # InsLoc's samplers, which pad the last batch).
+    _C.SSL.DROP_LAST = False
     # Number of negatives kept in each queue (K).
     _C.SSL.QUEUE_SIZE = 65536
     # Softmax temperature of the InfoNCE loss (T).

@@ -22,11 +22,14 @@ def derive_schedule(cfg, num_images):
     """
     Turn the epoch schedule and the reference learning rate into Detectron2's iteration keys.
 
-    ``SOLVER.MAX_ITER = ceil(SSL.EPOCHS * num_images / SOLVER.IMS_PER_BATCH)`` when ``SSL.EPOCHS``
-    is positive, and ``SOLVER.BASE_LR`` (and ``BASE_LR_END``) scaled by
-    ``IMS_PER_BATCH / SSL.REFERENCE_BATCH_SIZE``.
+    ``SOLVER.MAX_ITER = ceil(SSL.EPOCHS * iterations per epoch)`` when ``SSL.EPOCHS`` is
+    positive, an epoch being ``ceil(num_images / SOLVER.IMS_PER_BATCH)`` iterations
+    (``floor`` with ``SSL.DROP_LAST``), and ``SOLVER.BASE_LR`` (and ``BASE_LR_END`` unless
+    ``SSL.SCALE_LR_END`` is False) scaled by ``IMS_PER_BATCH / SSL.REFERENCE_BATCH_SIZE``.
     Warm-up and LR steps may be given in epochs (``SSL.WARMUP_EPOCHS``, ``SSL.STEP_EPOCHS``);
     they then replace Detectron2's iteration keys ``SOLVER.WARMUP_ITERS`` and ``SOLVER.STEPS``.
+    With ``SOLVER.RESCALE_INTERVAL`` (the schedule after the warm-up spans the iterations left)
+    a warm-up as long as the run is cut to leave one iteration.
 
     Args:
         cfg (CfgNode): the pretraining config (not modified).
@@ -38,15 +41,28 @@ def derive_schedule(cfg, num_images):
     cfg = cfg.clone()
     cfg.defrost()
     batch = cfg.SOLVER.IMS_PER_BATCH
-    iters_per_epoch = max(1, math.ceil(num_images / batch))
+    rounding = math.floor if cfg.SSL.DROP_LAST else math.ceil
+    iters_per_epoch = max(1, rounding(num_images / batch))
     if cfg.SSL.EPOCHS > 0:
         cfg.SOLVER.MAX_ITER = int(math.ceil(cfg.SSL.EPOCHS * iters_per_epoch))
     cfg.SOLVER.BASE_LR = cfg.SOLVER.BASE_LR * batch / cfg.SSL.REFERENCE_BATCH_SIZE
-    cfg.SOLVER.BASE_LR_END = cfg.SOLVER.BASE_LR_END * batch / cfg.SSL.REFERENCE_BATCH_SIZE
+    if cfg.SSL.SCALE_LR_END:
+        cfg.SOLVER.BASE_LR_END = cfg.SOLVER.BASE_LR_END * batch / cfg.SSL.REFERENCE_BATCH_SIZE
     if cfg.SSL.WARMUP_EPOCHS > 0:
         cfg.SOLVER.WARMUP_ITERS = int(round(cfg.SSL.WARMUP_EPOCHS * iters_per_epoch))
     if cfg.SSL.STEP_EPOCHS:
         cfg.SOLVER.STEPS = tuple(int(round(e * iters_per_epoch)) for e in cfg.SSL.STEP_EPOCHS)
+    if cfg.SOLVER.RESCALE_INTERVAL and cfg.SOLVER.WARMUP_ITERS >= cfg.SOLVER.MAX_ITER:
+        # The schedule after the warm-up is rescaled to the iterations left: keep at least one
+        # (a short run, e.g. a test, whose warm-up in epochs would cover it all).
+        warmup = max(0, cfg.SOLVER.MAX_ITER - 1)
+        logger.warning(
+            "SOLVER.WARMUP_ITERS %d covers the whole run of %d iterations; using %d",
+            cfg.SOLVER.WARMUP_ITERS,
+            cfg.SOLVER.MAX_ITER,
+            warmup,
+        )
+        cfg.SOLVER.WARMUP_ITERS = warmup
     cfg.freeze()
     return cfg
 

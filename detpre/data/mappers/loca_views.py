@@ -54,11 +54,15 @@ class LocaViewsMapper(TwoViewsMapper):
     Segmentation", 2022), in this order:
 
     * a reference: a random crop of 32-100% of the image (aspect 3/4-4/3) resized to 224, not
-      flipped, colour-jittered, grayscaled, always blurred;
-    * a large query: a 32-100% crop resized to 224, flipped at random, blurred with probability
-      0.1 and solarized with probability 0.2;
-    * nine focal queries: 5-32% crops resized to 96, flipped at random, blurred with probability
-      0.5.
+      flipped, colour-jittered, grayscaled;
+    * a large query: a 32-100% crop resized to 224, flipped at random, solarized with
+      probability 0.2;
+    * nine focal queries: 5-32% crops resized to 96, flipped at random.
+
+    No view is blurred by default, as in the release, whose config passes the blur
+    probabilities where ``random_blur`` takes the image height (a one-tap kernel); with
+    LOCA.RELEASE_BLUR False the views are blurred with probability 1.0 / 0.1 / 0.5
+    (LOCA.BLUR_PROB), the evident intent.
 
     Every view is ``{"image": uint8 (3, S, S), "boxes": Boxes (1, 4) the whole view,
     "crop_box": float32 (4,) XYXY region of the original image it was resized from, "flipped":
@@ -153,7 +157,8 @@ class LocaViewsMapper(TwoViewsMapper):
                 color_jitter_prob=loca.COLOR_JITTER_PROB,
                 grayscale_prob=loca.GRAYSCALE_PROB,
                 blur_sigma=tuple(loca.BLUR_SIGMA),
-                blur_prob=loca.BLUR_PROB[i],
+                # The release's blur is a no-op (see LOCA.RELEASE_BLUR).
+                blur_prob=0.0 if loca.RELEASE_BLUR else loca.BLUR_PROB[i],
                 blur_kernel_fraction=cfg.INPUT.SSL_AUG.BLUR_KERNEL_FRACTION,
                 image_format=cfg.INPUT.FORMAT,
             )

@@ -5,7 +5,6 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.backbone import FPN, ResNet
-from detectron2.modeling.backbone.utils import get_abs_pos
 from detectron2.modeling.backbone.vit import SimpleFeaturePyramid, ViT
 from torch import nn
 
@@ -14,6 +13,7 @@ from ..ssl.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
 from ..ssl.events import put_scalars
 from ..ssl.loca_head import LocaHead
 from ..ssl.patch_positions import patch_position_targets
+from ..ssl.position_embedding import resize_abs_pos
 from ..ssl.prototype_head import PrototypeHead
 from ..ssl.sinkhorn import sinkhorn_knopp
 
@@ -226,7 +226,7 @@ class LOCA(nn.Module):
         if self.is_vit:
             vit = net.backbone.net
             x = vit.patch_embed(images)
-            x = x + get_abs_pos(vit.pos_embed, vit.pretrain_use_cls_token, x.shape[1:3])
+            x = x + resize_abs_pos(vit.pos_embed, vit.pretrain_use_cls_token, x.shape[1:3])
             if keep is not None:
                 # Global attention needs no 2-D layout: the kept tokens run as a 1 x L grid.
                 x = x.flatten(1, 2)[:, keep].unsqueeze(1)

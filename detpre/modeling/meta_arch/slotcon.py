@@ -172,12 +172,15 @@ class SlotCon(nn.Module):
         """
         One EMA step of the teacher (``momentum.*``) towards the student; called by
         ``MomentumScheduleHook`` after every optimizer step with the scheduled m (SSL.MOMENTUM
-        rising to 1 by a cosine with SSL.MOMENTUM_COSINE). Buffers are copied.
+        rising to 1 by a cosine with SSL.MOMENTUM_COSINE). Parameters only, as the release's
+        ``_momentum_update_key_encoder``: the teacher's BN running statistics are its own, from
+        its own (train-mode) forward passes, and are what the export carries.
 
         Args:
             momentum (float or None): m; SSL.MOMENTUM when None.
         """
-        self.momentum.update(self, self.base_momentum if momentum is None else momentum)
+        m = self.base_momentum if momentum is None else momentum
+        self.momentum.update(self, m, copy_buffers=False)
 
     def encode(self, net, images):
         """
