@@ -323,3 +323,28 @@ def test_retinanet_samples_matched_then_background_anchors(repo_root):
     cfg.ALIGNDET.BACKGROUND_NEGATIVES = False
     no_bg = build_model(cfg).match_anchors(anchors, targets)
     assert len(no_bg[0][3]) == 0 and len(no_bg[1][3]) == 0
+
+
+def test_pretraining_configs_are_the_releases(repo_root):
+    """configs/selfsup/mask_rcnn.py and retinanet.py of the release (with their _base_ files):
+    SGD 0.02 at 16 images (RetinaNet 0.01), momentum 0.9, weight decay 1e-4, 12 epochs, steps
+    at 8 and 11, 500 warm-up iterations from 0.001; EMA 0.996 -> 1 by cosine; InfoNCE T 0.5;
+    RPN 4096 anchors and 4096 RoIs per image, positives only; projector 1024 -> 1024 -> 256."""
+    for name, lr in (("aligndet_R50_FPN_12ep_coco.yaml", 0.02),
+                     ("aligndet_retinanet_R50_FPN_12ep_coco.yaml", 0.01)):  # fmt: skip
+        cfg = get_detpre_cfg()
+        cfg.merge_from_file(os.path.join(repo_root, "configs/pretrain", name))
+        o, s, a = cfg.SOLVER, cfg.SSL, cfg.ALIGNDET
+        assert (o.BASE_LR, o.IMS_PER_BATCH, s.REFERENCE_BATCH_SIZE) == (lr, 16, 16)
+        assert (o.MOMENTUM, o.WEIGHT_DECAY, o.LR_SCHEDULER_NAME) == (0.9, 1e-4, "WarmupMultiStepLR")
+        assert (s.EPOCHS, tuple(s.STEP_EPOCHS), o.GAMMA) == (12, (8, 11), 0.1)
+        assert (o.WARMUP_ITERS, o.WARMUP_FACTOR) == (500, 0.001)
+        assert (s.MOMENTUM, s.MOMENTUM_COSINE, s.EXPORT) == (0.996, True, "online")
+        assert a.TEMPERATURE == 0.5 and a.FREEZE_BACKBONE and a.PROJ_DIM == 256
+        if "retinanet" not in name:
+            assert (cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE, cfg.MODEL.RPN.POSITIVE_FRACTION) == (
+                4096,
+                1.0,
+            )
+            assert a.ROIS_PER_IMAGE == 4096 and a.MATCH_IOU == 0.5 and a.MAX_PROPOSALS == 0
+            assert cfg.MODEL.FPN.NORM == "" and cfg.MODEL.ROI_BOX_HEAD.NORM == ""
