@@ -9,8 +9,8 @@ SoCo-style box-domain pretraining (details in ``detpre/data/proposals/``).
     python tools/prepare_proposals.py --dataset mine --preset soco --topk 100 --output mine.json \
         DATASETS.REGISTER_IMAGE_FOLDER "[('mine', 'my/images')]"
 
-Both presets run SoCo's selective search at full resolution (about 1-2 s per COCO image per
-core); ``--backend opencv`` runs OpenCV's fast mode at 512 px instead, about 10x faster, with other
+Both presets run SoCo's selective search at full resolution (about 1 s per COCO image per
+core); ``--backend opencv`` runs OpenCV's fast mode at 512 px instead, about as fast, with other
 boxes. A rerun with the same ``--output`` resumes: images already in
 ``<output stem>.partial.jsonl`` are not searched again. Progress (images, rate, ETA) goes to the
 log every ``--progress-period`` seconds.

@@ -23,7 +23,7 @@ Image ids are the dataset's ``image_id`` where it is an int (COCO), else 63 bits
 
 1. selective search with a backend of :mod:`.search`: ``soco`` (SoCo's generator at full
    resolution, the presets' default) or ``opencv`` (OpenCV's fast mode on the image resized to
-   512, about 10x faster);
+   512, about as fast, other boxes);
 2. SoCo's filter (:func:`.filters.proposal_keep_mask`), then optional NMS and top-k;
 3. the boxes are written as XYWH with 2 decimals.
 

@@ -9,9 +9,9 @@ returns XYXY boxes in its coordinates, in the backend's own order:
   similarities, hierarchical grouping) on the full-resolution RGB image, with SoCo's one change:
   the texture histogram bins local binary patterns over [0, 255] (the package's [0, 1] range
   puts every pattern but 0 in its last bin, selectivesearch issue #30). SoCo's parameters: scale
-  300, sigma 0.9, min_size 100. Pure Python: about 1-2 s per COCO image on one core;
+  300, sigma 0.9, min_size 100. Pure Python: about 1 s per COCO image on one core;
 * ``opencv``: OpenCV's fast selective search (``cv2.ximgproc``, ``switchToSelectiveSearchFast``)
-  on the image resized to fit ``resize`` (512 by default); about 10x faster, other boxes.
+  on the image resized to fit ``resize`` (512 by default); about as fast, other boxes.
 """
 
 import contextlib
