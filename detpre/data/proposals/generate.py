@@ -74,7 +74,9 @@ def search_args(backend, resize=None, **overrides):
         dict: the backend's keyword arguments, defaults filled in.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"Proposal backend {backend!r} is unknown: expected one of {sorted(BACKENDS)}")
+        raise ValueError(
+            f"Proposal backend {backend!r} is unknown: expected one of {sorted(BACKENDS)}"
+        )
     args = dict(BACKENDS[backend][1])
     unknown = sorted(set(overrides) - set(args))
     if unknown:

@@ -139,9 +139,7 @@ def soco_selective_search(
     with _soco_texture(ss), warnings.catch_warnings():
         # SoCo passes the float image to local_binary_pattern, which warns about floats.
         warnings.filterwarnings("ignore", message=".*local_binary_pattern.*")
-        _, regions = ss.selective_search(
-            rgb, scale=scale, sigma=sigma, min_size=segment_min_size
-        )
+        _, regions = ss.selective_search(rgb, scale=scale, sigma=sigma, min_size=segment_min_size)
     rects = np.array([r["rect"] for r in regions], dtype=np.float32).reshape(-1, 4)
     rects[:, 2:] += rects[:, :2]
     return _to_original(rects, image.shape[:2], new_size)
