@@ -88,18 +88,19 @@ class AnchorBoxJitter(nn.Module):
         )
         return self.anchor_generator([grid])[0]
 
-    def candidates(self, iou):
+    def candidate_mask(self, iou):
         """
         Args:
-            iou (Tensor): (A,) IoU of every anchor with one box.
+            iou (Tensor): (M, A) IoU of every anchor with each of M boxes.
 
         Returns:
-            Tensor: int64 indices of the candidate anchors.
+            Tensor: (M, A) bool, the candidate anchors of each box: IoU above
+            ``iou_threshold``, or the ``fallback_topk`` of highest IoU when none is.
         """
-        above = torch.nonzero(iou > self.iou_threshold).squeeze(1)
-        if len(above) > 0:
-            return above
-        return iou.argsort(descending=True)[: self.fallback_topk]
+        above = iou > self.iou_threshold
+        best = iou.topk(min(self.fallback_topk, iou.shape[1]), dim=1).indices
+        fallback = torch.zeros_like(above).scatter_(1, best, True)
+        return torch.where(above.any(dim=1, keepdim=True), above, fallback)
 
     @torch.no_grad()
     def forward(self, boxes: List[Boxes], image_sizes: List[Tuple[int, int]], generator=None):
@@ -115,18 +116,25 @@ class AnchorBoxJitter(nn.Module):
         """
         if len(boxes) != len(image_sizes):
             raise ValueError(f"{len(boxes)} box sets for {len(image_sizes)} image sizes")
-        anchors_by_size = {}
+        # Boxes are numbered across views; views of one size share one anchor grid and one
+        # candidate search.
+        first = [0]
+        for b in boxes:
+            first.append(first[-1] + len(b))
+        views_by_size = {}
+        for i, size in enumerate(image_sizes):
+            views_by_size.setdefault((int(size[0]), int(size[1])), []).append(i)
         cand_boxes, cand_groups = [], []
-        for b, size in zip(boxes, image_sizes):
-            size = (int(size[0]), int(size[1]))
-            if size not in anchors_by_size:
-                anchors_by_size[size] = self.anchors(size)
-            anchors = anchors_by_size[size].tensor
-            for iou in pairwise_iou(b.to(anchors.device), Boxes(anchors)):  # (A,) per box
-                idx = self.candidates(iou)
-                cand_boxes.append(anchors[idx])
-                cand_groups.append(torch.full_like(idx, len(cand_groups)))
-        num_boxes = len(cand_groups)
+        for size, views in views_by_size.items():
+            anchors = self.anchors(size)
+            true = Boxes.cat([boxes[i] for i in views]).to(anchors.device)
+            if len(true) == 0:
+                continue
+            number = torch.cat([torch.arange(first[i], first[i + 1]) for i in views])
+            rows, cols = self.candidate_mask(pairwise_iou(true, anchors)).nonzero(as_tuple=True)
+            cand_boxes.append(anchors.tensor[cols])
+            cand_groups.append(number.to(rows.device)[rows])
+        num_boxes = first[-1]
         if num_boxes == 0:
             return [b.clone() for b in boxes]
         cand_boxes, cand_groups = torch.cat(cand_boxes), torch.cat(cand_groups)
@@ -142,8 +150,4 @@ class AnchorBoxJitter(nn.Module):
         u = torch.rand(num_boxes, generator=generator, device=cand_boxes.device)
         offsets = torch.minimum((u * counts).long(), counts - 1)
         picked = cand_boxes[keep[starts + offsets]]
-        out, i = [], 0
-        for b in boxes:
-            out.append(Boxes(picked[i : i + len(b)].to(b.device)))
-            i += len(b)
-        return out
+        return [Boxes(picked[first[i] : first[i + 1]].to(b.device)) for i, b in enumerate(boxes)]
