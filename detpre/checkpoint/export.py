@@ -181,10 +181,10 @@ class ExportingCheckpointer(DetpreCheckpointer):
         super().save(name, **kwargs)
         if self.exporter is not None and self.save_dir and self.save_to_disk:
             path = os.path.join(self.save_dir, f"{name}_d2.pth")
-            model = getattr(self.model, "module", self.model)  # DDP-wrapped or not
+            # fvcore's Checkpointer holds the model unwrapped from DDP.
             self.exporter(
-                model.state_dict(),
+                self.model.state_dict(),
                 path,
                 {"iteration": kwargs.get("iteration")},
-                excluded=getattr(model, "export_excluded_prefixes", ()),
+                excluded=getattr(self.model, "export_excluded_prefixes", ()),
             )
