@@ -31,7 +31,10 @@ def _flat(tfm):
 
 
 def test_op_pool():
-    assert len(OP_NAMES) == 15 and set(GEOMETRIC) <= set(OP_NAMES)
+    # TF RandAugment's 16 ops (Model Garden augment.py: AutoContrast, Equalize, Invert, Rotate,
+    # Posterize, Solarize, Color, Contrast, Brightness, Sharpness, ShearX, ShearY, TranslateX,
+    # TranslateY, Cutout, SolarizeAdd; the geometric ones box-aware)
+    assert len(OP_NAMES) == 16 and set(GEOMETRIC) <= set(OP_NAMES) and "Invert" in OP_NAMES
     assert not any("Only_BBoxes" in n for n in OP_NAMES)
     assert len(AUTOAUGMENT_POLICIES["v0"]) == 5 and len(AUTOAUGMENT_POLICIES["v1"]) == 20
     for policy in AUTOAUGMENT_POLICIES.values():
@@ -63,7 +66,7 @@ def test_each_op_moves_annotations_with_the_image(image, name, level):
 
 def test_magnitudes_at_level_10(image):
     np.random.seed(0)
-    args = {n: make_op_transform(n, 10, image.shape).args for n in OP_NAMES[:9]}
+    args = {n: make_op_transform(n, 10, image.shape).args for n in OP_NAMES[:10]}
     assert args["Posterize"] == (4,) and args["Solarize"] == (0,) and args["SolarizeAdd"] == (110,)
     assert args["Color"] == args["Sharpness"] == (pytest.approx(1.9),)
     corner = np.array([[0.0, float(H)]])  # bottom-left corner
@@ -117,8 +120,9 @@ def test_randaugment_draws_num_ops_at_the_magnitude(image):
                     assert t.args == (pytest.approx(1.9),)
             else:
                 seen[type(t).__name__] += 1
-    # 9 PIL ops, Cutout and 5 affine ops, uniformly
-    assert len(seen) == 11 and seen["AffineTransform"] > 5 * 900 / 15 * 0.7
+    # 10 PIL ops, Cutout, 5 affine ops and TF's identity slot, uniformly over 17 slots
+    assert len(seen) == 13 and seen["AffineTransform"] > 5 * 900 / 17 * 0.7
+    assert abs(seen["NoOpTransform"] - 900 / 17) < 4 * np.sqrt(900 / 17)
 
 
 def test_randaugment_on_the_drawn_rectangle(image):
@@ -158,3 +162,30 @@ def test_bad_values_are_named():
         RandAugment(2, 30)
     with pytest.raises(ValueError, match="RANDAUG_NUM_OPS=0"):
         RandAugment(0, 10)
+
+
+def test_randaugment_uses_tfs_detection_constants(image):
+    """TF Model Garden's RandAugment.build_for_detection: translate 100 px and a Cutout
+    half-width of 40 px at magnitude 10 (here for a 640 px image, scaled to the image);
+    detection AutoAugment keeps 250 and 100."""
+    aug = RandAugment(num_ops=1, magnitude=10, ops=("TranslateX_BBox", "Cutout"))
+    assert aug.consts == (100.0, 40.0) and aug.identity_slot
+    shifts, widths = set(), set()
+    for seed in range(20):
+        np.random.seed(seed)
+        tfm = aug.get_transform(image).transforms[0]
+        if isinstance(tfm, CutoutTransform):
+            widths.add(tfm.x1 - tfm.x0)
+        elif isinstance(tfm, AffineTransform):
+            shifts.add(round(abs(float(tfm.matrix[0, 2])), 6))
+    assert widths == {2 * int(40 * W / 640)} and shifts == {round(100 * W / 640, 6)}
+    assert abs(make_op_transform("TranslateX_BBox", 10, image.shape).matrix[0, 2]) == (
+        pytest.approx(250 * W / 640)
+    )
+    np.random.seed(0)
+    no_identity = RandAugment(num_ops=4, magnitude=5, identity_slot=False)
+    assert not any(
+        isinstance(t, T.NoOpTransform)
+        for _ in range(100)
+        for t in no_identity.get_transform(image).transforms
+    )

@@ -26,6 +26,7 @@ def _pil(img, fn):
 CASES = [
     ("AutoContrast", (), ImageOps.autocontrast),
     ("Equalize", (), ImageOps.equalize),
+    ("Invert", (), lambda im: Image.fromarray(255 - np.asarray(im))),
     ("Posterize", (4,), lambda im: ImageOps.posterize(im, 4)),
     ("Solarize", (100,), lambda im: ImageOps.solarize(im, 100)),
     ("Color", (0.3,), lambda im: ImageEnhance.Color(im).enhance(0.3)),
@@ -88,8 +89,8 @@ def test_geometry_is_unchanged(image, tfm):
 
 
 def test_bad_input_is_named():
-    with pytest.raises(KeyError, match="Invert"):
-        PILColorOpTransform("Invert")
+    with pytest.raises(KeyError, match="Rotate"):
+        PILColorOpTransform("Rotate")
     with pytest.raises(ValueError, match="image_format"):
         PILColorOpTransform("Equalize", image_format="L")
     with pytest.raises(ValueError, match="HxWx3 uint8"):

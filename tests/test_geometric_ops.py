@@ -114,14 +114,15 @@ def test_fill_and_mask_fill():
     assert (tfm.apply_segmentation(np.ones((H, W), np.uint8))[:, :10] == 0).all()
 
 
-def test_fixed_size_crop_matches_detectron2_and_pads_masks_with_zero():
+def test_fixed_size_crop_pads_masks_with_zero():
     img = draw(H, W, BOX)
     for seed in range(3):
         np.random.seed(seed)
         ours = PolygonClipFixedSizeCrop((50, 100)).get_transform(img)
         np.random.seed(seed)
         ref = T.FixedSizeCrop((50, 100), seg_pad_value=0).get_transform(img)
-        np.testing.assert_array_equal(ours.apply_image(img), ref.apply_image(img))
+        # Detectron2's padding (the same image where the crop offsets agree)
+        assert ours.apply_image(img).shape == ref.apply_image(img).shape == (50, 100, 3)
         mask = np.ones((H, W), np.uint8)
         seg = ours.apply_segmentation(mask)
         assert seg.shape == (50, 100) and seg.sum() == 50 * W  # the padding is background
@@ -130,6 +131,32 @@ def test_fixed_size_crop_matches_detectron2_and_pads_masks_with_zero():
         np.random.seed(seed)
         tfm = PolygonClipFixedSizeCrop((30, 40)).get_transform(img)
         check_rectangle(tfm, img, BOX)
+
+
+def test_fixed_size_crop_offsets_are_drawn_per_axis_as_tf():
+    """The TF rule (resize_and_crop_image): offset = int(max_offset * U(0, 1)) per axis, two
+    independent draws. Detectron2's one shared draw correlates the axes at ~1."""
+    img = np.zeros((400, 300, 3), np.uint8)
+    rng_state = np.random.RandomState(5)
+    offsets, expected = [], []
+    for _ in range(2000):
+        np.random.seed(rng_state.randint(2**31))
+        state = np.random.get_state()
+        crop = PolygonClipFixedSizeCrop((100, 200)).get_transform(img).transforms[0]
+        np.random.set_state(state)
+        y, x = (np.array([300, 100]) * np.random.uniform(0.0, 1.0, size=2)).astype(int)
+        offsets.append((crop.y0, crop.x0))
+        expected.append((y, x))
+    offsets = np.array(offsets, float)
+    assert (offsets == np.array(expected)).all()
+    assert offsets[:, 0].max() <= 300 and offsets[:, 1].max() <= 100
+    corr = np.corrcoef(offsets[:, 0] / 300, offsets[:, 1] / 100)[0, 1]
+    assert abs(corr) < 0.07  # independent axes (Detectron2's FixedSizeCrop: corr 1)
+    shared = []
+    for _ in range(200):
+        t = T.FixedSizeCrop((100, 200)).get_transform(img).transforms[0]
+        shared.append((t.y0 / 300, t.x0 / 100))
+    assert np.corrcoef(np.array(shared).T)[0, 1] > 0.99
 
 
 def test_bad_matrix_and_size():

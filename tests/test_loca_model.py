@@ -17,7 +17,7 @@ from detectron2.utils.events import EventStorage
 from detpre.checkpoint import DetpreCheckpointer
 from detpre.checkpoint.export import FinetuneExporter
 from detpre.data.mappers import LocaViewsMapper
-from detpre.engine import get_detpre_cfg
+from detpre.engine import PretrainTrainer, get_detpre_cfg
 from detpre.modeling.meta_arch import LOCA
 from detpre.modeling.ssl.patch_positions import patch_position_targets
 
@@ -104,26 +104,73 @@ def test_vit_b_export_loads_into_stock_vitdet(repo_root, tmp_path):
 @pytest.mark.parametrize(
     "arch,finetune,groups",
     [
-        ("C4", "faster_rcnn_R50_C4_cpu_bccd.yaml", ("backbone",)),
-        ("FPN", "mask_rcnn_R50_FPN_cpu_coco_tiny.yaml", ("backbone.bottom_up", "backbone.fpn")),
+        ("C4", "faster_rcnn_R50_C4_cpu_bccd.yaml", ("backbone", "roi_heads.res5")),
+        ("FPN", "mask_rcnn_R50_FPN_cpu_coco_tiny.yaml", ("backbone.bottom_up",)),
     ],
 )
 def test_r50_export_loads_with_complete_backbone(repo_root, tmp_path, arch, finetune, groups):
     cfg = _cfg(repo_root, f"pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml")
     model = build_model(cfg)
     assert not model.is_vit and model.has_unused_parameters == (arch == "FPN")
-    assert model.ssl_head.token_proj.in_channels == 1024 and model.num_positions == 196
-    assert not any(k.startswith("roi_heads.") for k in model.state_dict())  # res4 only
+    # Tokens from res5 (2048 channels), dilated to keep res4's stride: 14x14 cells at 224.
+    assert model.ssl_head.token_proj.in_channels == 2048 and model.num_positions == 196
+    res5 = model.roi_heads.res5 if arch == "C4" else model.backbone.bottom_up.res5
+    assert res5[0].conv1.stride == res5[0].shortcut.stride == res5[0].conv2.stride == (1, 1)
+    assert all(b.conv2.dilation == b.conv2.padding == (2, 2) for b in res5)
     path = str(tmp_path / "loca_r50_d2.pth")
-    FinetuneExporter(cfg)(model.state_dict(), path)
+    report = FinetuneExporter(cfg)(
+        model.state_dict(), path, excluded=model.export_excluded_prefixes
+    )
     exported = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    assert exported and all(k.startswith("backbone.") for k in exported)
-    rows = _load_rows(build_model(_cfg(repo_root, f"finetune/{finetune}")), path)
+    assert exported and all(k.startswith(groups) for k in exported)
+    finetune_model = build_model(_cfg(repo_root, f"finetune/{finetune}"))
+    rows = _load_rows(finetune_model, path)
     for group in groups:
         row = rows[group]
-        assert row.loaded == row.model > 0 and row.missing == row.mismatched == 0, row
+        # The C4 detector's res5 norm (Res5ROIHeadsExtraNorm) is new in fine-tuning.
+        new = sum(
+            k.startswith(group) and k.startswith("roi_heads.res5.norm.")
+            for k in finetune_model.state_dict()
+        )
+        assert row.loaded == row.model - new > 0 and row.missing == new, row
+        assert row.mismatched == 0, row
     assert sum(row.unexpected for row in rows.values()) == 0
     assert sum(row.loaded for row in rows.values()) == len(exported)
+    if arch == "FPN":  # untrained: left out, so fine-tuning shows it initialised, not loaded
+        fpn = [k for k in finetune_model.state_dict() if k.startswith("backbone.fpn_")]
+        assert fpn and sorted(report["excluded"]) == sorted(fpn)
+        assert rows["backbone.fpn"].loaded == 0 and rows["backbone.fpn"].missing == len(fpn)
+
+
+@pytest.mark.parametrize("arch", ["C4", "FPN"])
+def test_r50_pretraining_changes_every_exported_tensor(repo_root, tmp_path, arch):
+    """Two iterations of the pretraining trainer: every tensor of the export (stem to res5, BN
+    statistics included) differs from the same model's export before training."""
+    cfg = _cfg(
+        repo_root,
+        f"pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml",
+        *("SSL.EPOCHS", "0", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2"),
+        *("LOCA.NUM_FOCAL_QUERIES", "2", "DATALOADER.NUM_WORKERS", "0", "SEED", "3"),
+        *("SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(tmp_path)),
+        # No warm-up from 0 and a fast teacher, so that two steps move every exported float32
+        # by more than its rounding (the EMA teacher is exported).
+        *("SSL.WARMUP_EPOCHS", "0.0", "SOLVER.BASE_LR", "0.01", "SSL.MOMENTUM", "0.5"),
+    )
+    trainer = PretrainTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    model = trainer.model
+    before = str(tmp_path / "before_d2.pth")
+    FinetuneExporter(cfg)(model.state_dict(), before, excluded=model.export_excluded_prefixes)
+    before = torch.load(before, map_location="cpu", weights_only=False)["model"]
+    trainer.train()
+    after = torch.load(tmp_path / "model_final_d2.pth", map_location="cpu", weights_only=False)
+    after = after["model"]
+    expected = {"C4": ("backbone.", "roi_heads.res5."), "FPN": ("backbone.bottom_up.",)}[arch]
+    target = build_model(_cfg(repo_root, f"pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml"))
+    assert set(after) == set(before) == {k for k in target.state_dict() if k.startswith(expected)}
+    assert any(k.startswith("roi_heads.res5.") or ".res5." in k for k in after)
+    unchanged = [k for k in after if torch.equal(after[k], before[k])]
+    assert not unchanged, unchanged
 
 
 def test_r50_c4_train_step(repo_root, datasets_root):

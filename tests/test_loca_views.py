@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from detpre.data.mappers import LocaViewsMapper
+from detpre.data.transforms.crops import sample_crop, sample_distorted_crop
 from detpre.engine import get_detpre_cfg
 from detpre.modeling.ssl.patch_positions import patch_position_targets
 
@@ -183,3 +184,48 @@ def test_bad_config():
         LocaViewsMapper(cfg, is_train=True)
     with pytest.raises(ValueError, match="training views only"):
         LocaViewsMapper(_cfg(), is_train=False)
+
+
+# Figures measured with TensorFlow 2.21's tf.image.sample_distorted_bounding_box (the release's
+# crop op, called as LOCA's ops.py calls it: no boxes, min_object_covered 0, aspect ratio range
+# (3/4, 4/3), 100 attempts), 20000 crops each of a 375 x 500 (h x w) image: mean, 10 % and 90 %
+# quantiles of the area fraction, and the 10 % / 90 % quantiles of the aspect ratio w / h.
+TF_FIGURES = {
+    (0.32, 1.0): {"area": (0.5331, 0.3530, 0.7551), "ratio": (0.8078, 1.2734)},
+    (0.05, 0.32): {"area": (0.1652, 0.0657, 0.2838), "ratio": (0.8069, 1.2708)},
+}
+
+
+@pytest.mark.parametrize("scale", sorted(TF_FIGURES))
+def test_crops_are_drawn_as_tensorflow_draws_them(scale):
+    rng = random.Random(0)
+    crops = np.array(
+        [sample_distorted_crop(375, 500, scale, (3 / 4, 4 / 3), rng) for _ in range(20000)]
+    )
+    y, x, h, w = crops.T
+    assert (y >= 0).all() and (x >= 0).all() and (y + h <= 375).all() and (x + w <= 500).all()
+    area, ratio = h * w / (375 * 500), w / h
+    assert ((area >= scale[0]) & (area <= scale[1])).all()
+    mean, q10, q90 = TF_FIGURES[scale]["area"]
+    # Standard errors at 20000 crops: ~0.001 for the mean, ~0.003 for the quantiles.
+    assert area.mean() == pytest.approx(mean, abs=0.004)
+    assert np.quantile(area, [0.1, 0.9]) == pytest.approx([q10, q90], abs=0.01)
+    assert np.quantile(ratio, [0.1, 0.9]) == pytest.approx(TF_FIGURES[scale]["ratio"], abs=0.01)
+    # RandomResizedCrop's rule draws larger crops (area uniform): its mean is off by > 0.02.
+    other = np.array([sample_crop(375, 500, scale, (3 / 4, 4 / 3), rng) for _ in range(20000)])
+    assert abs((other[:, 2] * other[:, 3]).mean() / (375 * 500) - mean) > 0.02
+
+
+def test_tensorflow_crop_offsets_and_fallback():
+    rng = random.Random(1)
+    # TF draws the offset in [0, H - h): a crop shorter than the image never reaches its bottom.
+    crops = [sample_distorted_crop(40, 60, (0.3, 0.6), (3 / 4, 4 / 3), rng) for _ in range(3000)]
+    assert all((y + h < 40 or h == 40) and (x + w < 60 or w == 60) for y, x, h, w in crops)
+    shorter = [(y, h) for y, _, h, _ in crops if h < 40]
+    assert min(y for y, _ in shorter) == 0 and max(y + h for y, h in shorter) == 39
+    # No crop of 90-100 % of a 10 x 100 strip has an aspect ratio in (3/4, 4/3): the whole image.
+    assert sample_distorted_crop(10, 100, (0.9, 1.0), (3 / 4, 4 / 3), rng) == (0, 0, 10, 100)
+    with pytest.raises(ValueError, match="LOCA.CROP_RULE"):
+        cfg = _cfg()
+        cfg.LOCA.CROP_RULE = "pil"
+        LocaViewsMapper(cfg, is_train=True)

@@ -73,7 +73,8 @@ def test_state_dict_resumes_the_same_averages():
 def test_from_config_and_bad_values():
     cfg = get_detpre_cfg()
     norm = LossNormalizer(cfg)
-    assert (norm.alpha, norm.momentum, norm.enabled) == (1.0, 0.99, True)
+    # Appendix B of the paper: moving averages with decay 0.9997
+    assert (norm.alpha, norm.momentum, norm.enabled) == (1.0, 0.9997, True)
     cfg.SELF_TRAIN.LOSS_NORM.ALPHA = -1.0
     with pytest.raises(ValueError, match="SELF_TRAIN.LOSS_NORM.ALPHA"):
         LossNormalizer(cfg)

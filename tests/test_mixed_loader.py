@@ -9,7 +9,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.data.samplers import TrainingSampler
 
 from detpre.engine import get_detpre_cfg, launch
-from detpre.selftrain import MixedBatch, build_mixed_train_loader, split_batch_size
+from detpre.selftrain import MixedBatch, build_mixed_train_loader, student_batch_sizes
 
 
 def tag(dataset_dict):
@@ -71,15 +71,15 @@ def take(loader, n):
     return [next(it) for _ in range(n)]
 
 
-def test_split_batch_size():
-    assert split_batch_size(16, 0.5) == (8, 8)
-    assert split_batch_size(4, 0.25) == (1, 3)
-    assert split_batch_size(16, 0.5, world_size=8) == (8, 8)
-    for ratio in (0.0, 1.0, 1.5):
-        with pytest.raises(ValueError, match="SELF_TRAIN.LABELED_RATIO"):
-            split_batch_size(16, ratio)
-    with pytest.raises(ValueError, match="IMS_PER_BATCH 4 with SELF_TRAIN.LABELED_RATIO 0.5"):
-        split_batch_size(4, 0.5, world_size=4)
+def test_student_batch_sizes():
+    """A full labeled batch plus a pseudo batch (as many by default), each split over ranks."""
+    assert student_batch_sizes(16) == (16, 16)
+    assert student_batch_sizes(16, 0) == student_batch_sizes(16, -1) == (16, 16)
+    assert student_batch_sizes(16, 8, world_size=8) == (16, 8)
+    with pytest.raises(ValueError, match="SELF_TRAIN.PSEUDO_IMS_PER_BATCH 6: .* the 4 process"):
+        student_batch_sizes(8, 6, world_size=4)
+    with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH 2: .* the 4 process"):
+        student_batch_sizes(2, 4, world_size=4)
 
 
 def test_mixed_batch_is_a_list_with_two_parts():
@@ -88,15 +88,16 @@ def test_mixed_batch_is_a_list_with_two_parts():
     assert batch.labeled == [{"a": 1}] and batch.pseudo == [{"b": 2}, {"c": 3}]
 
 
-@pytest.mark.parametrize("ratio,expected", [(0.5, (2, 2)), (0.25, (1, 3))])
-def test_batch_composition(datasets_root, pseudo, ratio, expected):
+@pytest.mark.parametrize("pseudo_batch,expected", [(0, (4, 4)), (2, (4, 2))])
+def test_batch_composition(datasets_root, pseudo, pseudo_batch, expected):
+    """SOLVER.IMS_PER_BATCH 4 is the labeled part, whole; the pseudo part comes on top."""
     name, pseudo_files = pseudo
-    cfg = student_cfg(name, "SELF_TRAIN.LABELED_RATIO", str(ratio))
+    cfg = student_cfg(name, "SELF_TRAIN.PSEUDO_IMS_PER_BATCH", str(pseudo_batch))
     labeled_files = {d["file_name"] for d in get_detection_dataset_dicts(["coco_tiny_train"])}
     batches = take(build_mixed_train_loader(cfg, tag, tag), 6)
     drawn = []
     for batch in batches:
-        assert isinstance(batch, MixedBatch) and len(batch) == 4
+        assert isinstance(batch, MixedBatch) and len(batch) == sum(expected)
         assert (len(batch.labeled), len(batch.pseudo)) == expected
         assert {d["file_name"] for d in batch.labeled} <= labeled_files
         assert {d["file_name"] for d in batch.pseudo} <= pseudo_files
@@ -147,8 +148,9 @@ def _rank_worker(json_file, image_root, out_dir, steps):
 
 
 def test_two_ranks_read_disjoint_shards_of_one_permutation(datasets_root, tmp_path):
-    """SOLVER.IMS_PER_BATCH 4 over two processes: 1 labeled + 1 pseudo image per rank and step;
-    the sampler seed is the same on both ranks, each takes every other index of its stream."""
+    """SOLVER.IMS_PER_BATCH 4 over two processes: 2 labeled + 2 pseudo images per rank and step
+    (the full batch of each part, halved per rank); the sampler seed is the same on both ranks,
+    each takes every other index of its stream."""
     json_file = str(tmp_path / "pseudo.json")
     write_pseudo_json(datasets_root, json_file, num_images=6)
     image_root = os.path.join(datasets_root, "coco_tiny", "val2017")
@@ -168,6 +170,7 @@ def test_two_ranks_read_disjoint_shards_of_one_permutation(datasets_root, tmp_pa
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for part, seed in (("labeled", 5), ("pseudo", 6)):
         it = iter(TrainingSampler(len(dicts[part]), seed=seed))
-        stream = [dicts[part][next(it)]["file_name"] for _ in range(2 * steps)]
+        stream = [dicts[part][next(it)]["file_name"] for _ in range(4 * steps)]
         for rank in (0, 1):
+            assert len(got[rank][part]) == 2 * steps  # 2 images of each part per rank and step
             assert got[rank][part] == stream[rank::2], (part, rank)

@@ -131,20 +131,41 @@ def test_stages_chain_students_into_teachers(
         assert [r[0] for r in register[1:]] == list(names)
         teacher = str(out / f"iter{k}" / "student" / "model_final.pth")
     assert opt(fake.calls[0][1], "MODEL.WEIGHTS") == "start.pth"
+    # The teacher is the supervised baseline at the student's augmentation (TEACHER_AUG student).
+    assert opt(fake.calls[0][1], "FINETUNE.STRONG_AUG") == "True"
     for _, cmd in fake.calls:
         assert os.path.isfile(os.path.join(opt(cmd, "OUTPUT_DIR"), "DONE"))
     # One row per model, APs from each stage's results.csv, pseudo-label counts for students.
     with open(out / "results.csv") as f:
         table = list(csv.DictReader(f))
-    assert [r["model"] for r in table] == ["teacher", "student 1", "student 2", "student 3"]
+    models = [r["model"] for r in table]
+    assert models == ["teacher (supervised)", "student 1", "student 2", "student 3"]
     assert [float(r["bbox AP"]) for r in table] == [2.0, 4.0, 6.0, 8.0]
     assert table[0]["pseudo boxes"] == "" and table[1]["pseudo boxes"] == "14"
-    assert (out / "results.md").read_text().startswith("| model | pseudo images |")
+    # Each row states its augmentation and schedule: the CPU config's S4 at 288 px, 60
+    # iterations of 2 labeled images (+ 2 pseudo-labeled for the students), step lr.
+    assert {r["augmentation"] for r in table} == {"S4 at 288 px"}
+    assert table[0]["schedule"] == "60 it x 2 img, lr 0.0025 steps (50,)"
+    assert table[1]["schedule"] == "60 it x 2 img + 2 pseudo img, lr 0.0025 steps (50,)"
+    header = "| model | augmentation | schedule | pseudo images |"
+    assert (out / "results.md").read_text().startswith(header)
 
     # Rerun: every stage is done; only an unfinished one runs again.
     os.remove(out / "iter2" / "student" / "DONE")
     again, _ = run_fake(self_train, monkeypatch, out, "SELF_TRAIN.STUDENT_INIT", init, *extra)
     assert [opt(cmd, "OUTPUT_DIR") for _, cmd in again.calls] == [str(out / "iter2" / "student")]
+
+
+def test_teacher_at_the_configs_own_augmentation(self_train, repo_root, tmp_path, monkeypatch):
+    """SELF_TRAIN.TEACHER_AUG config: the teacher keeps Detectron2's resize and flip, the table
+    says so, and the tool warns that the comparison mixes augmentation and self-training."""
+    monkeypatch.chdir(repo_root)
+    fake, rows = run_fake(
+        self_train, monkeypatch, tmp_path, "SELF_TRAIN.TEACHER_AUG", "config", iterations=1
+    )
+    assert "FINETUNE.STRONG_AUG" not in fake.calls[0][1]
+    assert rows[0]["augmentation"] == "resize (224, 256, 288) / 480 + flip"
+    assert rows[1]["augmentation"] == "S4 at 288 px"
 
 
 def test_failed_stage_gets_no_marker_and_bad_keys(self_train, repo_root, tmp_path, monkeypatch):
@@ -162,6 +183,11 @@ def test_failed_stage_gets_no_marker_and_bad_keys(self_train, repo_root, tmp_pat
         ["--config-file", CPU_CONFIG, "OUTPUT_DIR", str(tmp_path), "SELF_TRAIN.STUDENT_INIT", "x"]
     )
     with pytest.raises(ValueError, match="SELF_TRAIN.STUDENT_INIT"):
+        self_train.run_pipeline(args)
+    args = self_train.parse_args(
+        ["--config-file", CPU_CONFIG, "OUTPUT_DIR", str(tmp_path), "SELF_TRAIN.TEACHER_AUG", "x"]
+    )
+    with pytest.raises(ValueError, match="SELF_TRAIN.TEACHER_AUG"):
         self_train.run_pipeline(args)
 
 
@@ -227,8 +253,8 @@ def test_tiny_run_killed_during_student_resumes(repo_root, datasets_root, tmp_pa
     # teacher vs student on the test set, from each stage's own evaluation.
     with open(out / "results.csv") as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"teacher", "student 1"}
-    for name, stage in (("teacher", out / "teacher"), ("student 1", student)):
+    assert set(rows) == {"teacher (supervised)", "student 1"}
+    for name, stage in (("teacher (supervised)", out / "teacher"), ("student 1", student)):
         with open(stage / "results.csv") as f:
             own = {r["task"]: r for r in csv.DictReader(f)}
         for task in ("bbox", "segm"):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch import nn
+from torchvision.ops import roi_align
 
 import detpre.modeling.meta_arch.slotcon as slotcon_module
 from detpre.checkpoint import DetpreCheckpointer
@@ -74,15 +75,17 @@ def test_overlap_alignment_of_a_known_pair_of_crops_undoes_flips():
     crop_a, crop_b = torch.tensor([[0.0, 0, 10, 12]]), torch.tensor([[4.0, 2, 16, 12]])
     map_a = image[:, :, 0:12, 0:10]
     map_b = image[:, :, 2:12, 4:16].flip(-1)
-    box_a, ok_a = overlap_boxes(crop_a, crop_b, torch.tensor([[12, 10]]), torch.tensor([False]))
-    box_b, ok_b = overlap_boxes(crop_b, crop_a, torch.tensor([[10, 12]]), torch.tensor([True]))
-    # intersection x 4-10, y 2-12: in A at (4, 2, 10, 12); in B at (0, 0, 6, 10), mirrored in 12
-    assert box_a.tolist() == [[4.0, 2.0, 10.0, 12.0]] and ok_a.tolist() == [True]
-    assert box_b.tolist() == [[6.0, 0.0, 12.0, 10.0]] and ok_b.tolist() == [True]
+    box_a, ok_a = overlap_boxes(crop_a, crop_b, torch.tensor([False]))
+    box_b, ok_b = overlap_boxes(crop_b, crop_a, torch.tensor([True]))
+    # intersection x 4-10, y 2-12: in A at (4, 2, 10, 12) of 10 x 12; in B at (0, 0, 6, 10) of
+    # 12 x 10, mirrored: (6, 0, 12, 10)
+    torch.testing.assert_close(box_a, torch.tensor([[4 / 10, 2 / 12, 1.0, 1.0]]))
+    torch.testing.assert_close(box_b, torch.tensor([[6 / 12, 0.0, 1.0, 1.0]]))
+    assert ok_a.tolist() == ok_b.tolist() == [True]
     expected = image[:, :, 2:12, 4:10]
     # one-pixel bins, one sample each at the pixel centre: the aligned maps are the pixels
-    got_a = align_to_overlap(map_a, box_a, torch.tensor([False]), 1.0, (10, 6))
-    got_b = align_to_overlap(map_b, box_b, torch.tensor([True]), 1.0, (10, 6))
+    got_a = align_to_overlap(map_a, box_a, torch.tensor([False]), (10, 6))
+    got_b = align_to_overlap(map_b, box_b, torch.tensor([True]), (10, 6))
     assert torch.allclose(got_a, expected, atol=1e-6)
     assert torch.allclose(got_b, expected, atol=1e-6)
 
@@ -97,14 +100,16 @@ def test_overlap_alignment_with_resized_views_and_a_coarser_map():
     map_a = image[:, :, 4:20, 2:14].clone()
     map_b = image[:, :, 0:14, 6:20].clone()
     map_a[0], map_b[1] = map_a[0].flip(-1), map_b[1].flip(-1)
-    box_a, _ = overlap_boxes(crop_a, crop_b, torch.tensor([[32, 24]] * 2), flip_a)
-    box_b, _ = overlap_boxes(crop_b, crop_a, torch.tensor([[14, 14]] * 2), flip_b)
-    # intersection x 6-14, y 4-14: in A (x2) at (8, 0, 24, 20), mirrored in 24 for image 0
-    assert box_a.tolist() == [[0.0, 0.0, 16.0, 20.0], [8.0, 0.0, 24.0, 20.0]]
-    assert box_b.tolist() == [[0.0, 4.0, 8.0, 14.0], [6.0, 4.0, 14.0, 14.0]]
+    box_a, _ = overlap_boxes(crop_a, crop_b, flip_a)
+    box_b, _ = overlap_boxes(crop_b, crop_a, flip_b)
+    # intersection x 6-14, y 4-14: in A's crop (12 x 16) at (4, 0, 12, 10), mirrored for image 0
+    expected_a = [[0.0, 0.0, 8 / 12, 10 / 16], [4 / 12, 0.0, 1.0, 10 / 16]]
+    expected_b = [[0.0, 4 / 14, 8 / 14, 1.0], [6 / 14, 4 / 14, 1.0, 1.0]]
+    torch.testing.assert_close(box_a, torch.tensor(expected_a))
+    torch.testing.assert_close(box_b, torch.tensor(expected_b))
     expected = image[:, :, 4:14, 6:14]
-    got_a = align_to_overlap(map_a, box_a, flip_a, 0.5, (10, 8))
-    got_b = align_to_overlap(map_b, box_b, flip_b, 1.0, (10, 8))
+    got_a = align_to_overlap(map_a, box_a, flip_a, (10, 8))
+    got_b = align_to_overlap(map_b, box_b, flip_b, (10, 8))
     assert torch.allclose(got_a, expected, atol=1e-6)
     assert torch.allclose(got_b, expected, atol=1e-6)
 
@@ -119,39 +124,59 @@ def test_alignment_at_the_view_size_against_pixel_ground_truth(side):
     centres = (torch.arange(cells, dtype=torch.float32) + 0.5) / cells
     grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"))[None]  # (1, 2, m, m)
     # a box well inside the cell centres, where bilinear interpolation is exact
-    box = torch.tensor([[0.3 * side, 0.2 * side, 0.7 * side, 0.6 * side]])
+    box = torch.tensor([[0.3, 0.2, 0.7, 0.6]])
     out_size = (5, 5)
-    got = align_to_overlap(grid, box, torch.tensor([False]), (cells / side, cells / side), out_size)
+    got = align_to_overlap(grid, box, torch.tensor([False]), out_size)
     ys = 0.2 + (torch.arange(5) + 0.5) / 5 * 0.4
     xs = 0.3 + (torch.arange(5) + 0.5) / 5 * 0.4
     expected = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None]
     assert torch.allclose(got, expected, atol=1e-5)
-    if side % 32:  # a fixed 1 / 32 looks elsewhere when the side is not a multiple of 32
-        wrong = align_to_overlap(grid, box, torch.tensor([False]), 1 / 32, out_size)
+    if side % 32:  # a fixed 1 / 32 of the view's pixels looks elsewhere (3.5 cells, not 4)
+        wrong = align_to_overlap(grid, box * (side / 32) / cells, torch.tensor([False]), out_size)
         assert (wrong - expected).abs().max() > 0.02
 
 
-def test_slotcon_aligns_with_the_map_to_view_ratio(arch_model, monkeypatch):
+def test_an_overlap_reaching_the_crop_borders_is_whole_cells():
+    """A crop inside the other: its overlap is the whole view, exactly (0, 0, 1, 1), so the RoI
+    is exactly the map (7 x 7 cells at 224) and RoIAlign's adaptive sampling takes one sample per
+    bin, as the release's normalised boxes give. A box computed in view pixels (90 * 224 / 90 =
+    224.00002) crossed 7 cells and took 2 x 2 samples: up to 1.05 apart on random logits."""
+    inner = torch.tensor([[30.0, 30, 90, 120]])
+    outer = torch.tensor([[0.0, 0, 150, 150]])
+    box, ok = overlap_boxes(inner, outer, torch.tensor([False]))
+    assert ok.tolist() == [True] and box.tolist() == [[0.0, 0.0, 1.0, 1.0]]
+    box_flipped, _ = overlap_boxes(inner, outer, torch.tensor([True]))
+    assert box_flipped.tolist() == [[0.0, 0.0, 1.0, 1.0]]
+    torch.manual_seed(0)
+    logits = torch.randn(1, 16, 7, 7)
+    # The release's rule (models/slotcon.py invaug): roi_align over the fractions x map size.
+    reference = roi_align(logits, [torch.tensor([[0.0, 0.0, 7.0, 7.0]])], (7, 7), aligned=True)
+    got = align_to_overlap(logits, box, torch.tensor([False]))
+    torch.testing.assert_close(got, reference, rtol=0, atol=0)
+
+
+def test_slotcon_aligns_over_the_map_size(arch_model, monkeypatch):
+    """At 112 px the maps are 4 x 4 and every aligned box is a fraction of its view."""
     arch, cfg, model = arch_model
-    scales = []
+    seen = []
     original = slotcon_module.align_to_overlap
     monkeypatch.setattr(
         slotcon_module,
         "align_to_overlap",
-        lambda maps, boxes, flipped, scale: scales.append((maps.shape[-2:], scale))
-        or original(maps, boxes, flipped, scale),
+        lambda maps, boxes, flipped: seen.append((maps.shape[-2:], boxes))
+        or original(maps, boxes, flipped),
     )
     with torch.no_grad(), EventStorage():
         model.train()(_batch(7, n=2, size=112))
-    assert scales and all(tuple(m) == (4, 4) and s == (4 / 112, 4 / 112) for m, s in scales)
+    assert seen and all(tuple(m) == (4, 4) for m, _ in seen)
+    assert all(float(b.min()) >= 0 and float(b.max()) <= 1 for _, b in seen)
 
 
 def test_disjoint_crops_have_no_overlap():
     boxes, ok = overlap_boxes(
-        torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[10.0, 0, 20, 10]]),
-        torch.tensor([[8, 8]]), torch.tensor([False]),
-    )  # fmt: skip
-    assert ok.tolist() == [False] and boxes.tolist() == [[0.0, 0.0, 8.0, 8.0]]
+        torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[10.0, 0, 20, 10]]), torch.tensor([False])
+    )
+    assert ok.tolist() == [False] and boxes.tolist() == [[0.0, 0.0, 1.0, 1.0]]
 
 
 # --- grouping, slots and losses --------------------------------------------------------------

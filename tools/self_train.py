@@ -4,12 +4,16 @@ Noisy-student self-training (Zoph et al., "Rethinking Pre-training and Self-trai
 2020) in one command:
 
 1. teacher: fine-tune MODEL.WEIGHTS (random init, ImageNet, a detpre pretraining output, ...) on
-   DATASETS.TRAIN with tools/train_net.py, and evaluate it on DATASETS.TEST;
+   DATASETS.TRAIN with tools/train_net.py, and evaluate it on DATASETS.TEST; by default with the
+   student's augmentation and schedule (SELF_TRAIN.TEACHER_AUG "student"), so that it is the
+   supervised baseline of the student;
 2. pseudo-labels: label SELF_TRAIN.UNLABELED_DATASETS with the teacher (tools/pseudo_label.py);
-3. student: train on DATASETS.TRAIN + the pseudo-labels, half of each batch each, strong
-   augmentation, normalized losses (``--stage student`` of this tool), and evaluate it;
+3. student: train on DATASETS.TRAIN + the pseudo-labels, a full labeled batch plus a pseudo-labeled
+   batch each step, strong augmentation, normalized losses (``--stage student`` of this tool),
+   and evaluate it;
 4. with ``--iterations N``, the student labels the images again as the next teacher, N times;
-5. print the AP of teacher and students (OUTPUT_DIR/results.{md,csv}).
+5. print the AP of teacher and students with the augmentation and schedule of each
+   (OUTPUT_DIR/results.{md,csv}).
 
 Each stage runs as a subprocess in its own folder of OUTPUT_DIR (teacher/,
 iter<k>/pseudo_labels/, iter<k>/student/) and gets a DONE marker when it finishes: rerunning the
@@ -47,6 +51,7 @@ logger = logging.getLogger("detpre")
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 DONE = "DONE"
 STUDENT_INITS = ("weights", "teacher")
+TEACHER_AUGS = ("student", "config")
 
 
 def main_student(args):
@@ -101,8 +106,23 @@ def _results(stage_dir):
         }
 
 
-def _summary_row(name, stage_dir, index=None):
-    row = OrderedDict(model=name)
+def augmentation_name(cfg, strong):
+    """What a model was trained with, for the results table."""
+    if not strong or cfg.INPUT.STRONG_AUG.PRESET == "none":
+        return f"resize {tuple(cfg.INPUT.MIN_SIZE_TRAIN)} / {cfg.INPUT.MAX_SIZE_TRAIN} + flip"
+    return f"{cfg.INPUT.STRONG_AUG.PRESET} at {cfg.INPUT.STRONG_AUG.IMAGE_SIZE} px"
+
+
+def schedule_name(cfg, pseudo_batch=0):
+    """Iterations, batch and lr schedule of a model, for the results table."""
+    s = cfg.SOLVER
+    batch = f"{s.IMS_PER_BATCH} img" + (f" + {pseudo_batch} pseudo img" if pseudo_batch else "")
+    lr = "cosine" if s.LR_SCHEDULER_NAME == "WarmupCosineLR" else f"steps {tuple(s.STEPS)}"
+    return f"{s.MAX_ITER} it x {batch}, lr {s.BASE_LR:g} {lr}"
+
+
+def _summary_row(name, stage_dir, augmentation, schedule, index=None):
+    row = OrderedDict(model=name, augmentation=augmentation, schedule=schedule)
     row["pseudo images"] = "" if index is None else sum(v["num_images"] for v in index.values())
     row["pseudo boxes"] = "" if index is None else sum(v["num_annotations"] for v in index.values())
     row.update(_results(stage_dir))
@@ -117,14 +137,31 @@ def run_pipeline(args):
             f"SELF_TRAIN.STUDENT_INIT must be one of {STUDENT_INITS}, "
             f"got {cfg.SELF_TRAIN.STUDENT_INIT!r}"
         )
+    if cfg.SELF_TRAIN.TEACHER_AUG not in TEACHER_AUGS:
+        raise ValueError(
+            f"SELF_TRAIN.TEACHER_AUG must be one of {TEACHER_AUGS}, "
+            f"got {cfg.SELF_TRAIN.TEACHER_AUG!r}"
+        )
     if not cfg.SELF_TRAIN.UNLABELED_DATASETS:
         raise ValueError("SELF_TRAIN.UNLABELED_DATASETS is empty: name the images to pseudo-label")
     if args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
     out = os.path.abspath(cfg.OUTPUT_DIR)
     teacher_dir = os.path.join(out, "teacher")
-    run_stage(teacher_dir, "train_net.py", args)
-    rows = [_summary_row("teacher", teacher_dir)]
+    teacher_strong = cfg.SELF_TRAIN.TEACHER_AUG == "student" or cfg.FINETUNE.STRONG_AUG
+    teacher_opts = ("FINETUNE.STRONG_AUG", "True") if teacher_strong else ()
+    run_stage(teacher_dir, "train_net.py", args, *teacher_opts)
+    pseudo_batch = cfg.SELF_TRAIN.PSEUDO_IMS_PER_BATCH
+    pseudo_batch = pseudo_batch if pseudo_batch > 0 else cfg.SOLVER.IMS_PER_BATCH
+    rows = [
+        _summary_row(
+            "teacher (supervised)",
+            teacher_dir,
+            augmentation_name(cfg, teacher_strong),
+            schedule_name(cfg),
+        )
+    ]
+    student_aug, student_schedule = augmentation_name(cfg, True), schedule_name(cfg, pseudo_batch)
     teacher = os.path.join(teacher_dir, "model_final.pth")
     for k in range(1, args.iterations + 1):
         labels_dir = os.path.join(out, f"iter{k}", "pseudo_labels")
@@ -145,7 +182,7 @@ def run_pipeline(args):
             "SELF_TRAIN.PSEUDO_DATASETS", repr(tuple(names)),
             extra=["--stage", "student"],
         )  # fmt: skip
-        rows.append(_summary_row(f"student {k}", student_dir, index))
+        rows.append(_summary_row(f"student {k}", student_dir, student_aug, student_schedule, index))
         teacher = os.path.join(student_dir, "model_final.pth")
 
     table = format_markdown(rows)
@@ -158,6 +195,13 @@ def run_pipeline(args):
         writer.writerows(rows)
     tests = ", ".join(cfg.DATASETS.TEST)
     print(f"\nSelf-training, teacher vs students on {tests} ({out}/results.md):\n{table}")
+    if not teacher_strong:
+        print(
+            "[self_train] The teacher was trained with another augmentation than the students "
+            "(SELF_TRAIN.TEACHER_AUG 'config'): the teacher / student difference mixes the "
+            "effect of augmentation with that of self-training.",
+            flush=True,
+        )
     return rows
 
 

@@ -90,9 +90,12 @@ def add_loca_config(cfg):
     _C.LOCA.FOCAL_SIZE = 96
     # Area range of each focal query crop.
     _C.LOCA.FOCAL_SCALE = (0.05, 0.32)
-    # Aspect-ratio range of every crop (sampled log-uniformly; TF's sample_distorted_bounding_box
-    # default).
+    # Aspect-ratio range of every crop (TF's sample_distorted_bounding_box default).
     _C.LOCA.CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+    # How crops are drawn: "tf" as the release (tf.image.sample_distorted_bounding_box: ratio
+    # uniform, height uniform, so smaller areas than RandomResizedCrop's), "torchvision" as
+    # RandomResizedCrop (area uniform, ratio log-uniform).
+    _C.LOCA.CROP_RULE = "tf"
     # Probability of a horizontal flip of each query.
     _C.LOCA.QUERY_FLIP_PROB = 0.5
     # Colour jitter strengths: brightness, contrast, saturation, hue.
@@ -122,7 +125,7 @@ def add_loca_config(cfg):
     _C.LOCA.CROSS_ATTENTION_HEADS = 12
     # Hidden width of the cross-attention block's MLP as a multiple of the token width.
     _C.LOCA.MLP_RATIO = 4.0
-    # ResNet trunks: width of the 1x1 projection of res4 into tokens.
+    # ResNet trunks: width of the 1x1 projection of the dilated res5 (stride 16) into tokens.
     _C.LOCA.RESNET_TOKEN_DIM = 768
     # Patch-cluster prediction head: hidden width and number of GELU layers of its MLP.
     _C.LOCA.HEAD_HIDDEN_DIM = 2048

@@ -14,13 +14,21 @@ def add_selftrain_config(cfg):
     # student trains on beside DATASETS.TRAIN. ``tools/self_train.py`` registers and sets them;
     # set them by hand (with DATASETS.REGISTER_COCO) to train a student on existing pseudo-labels.
     _C.SELF_TRAIN.PSEUDO_DATASETS = ()
-    # Fraction of every batch (SOLVER.IMS_PER_BATCH) drawn from DATASETS.TRAIN (human labels); the
-    # rest is drawn from PSEUDO_DATASETS. Paper: 0.5, half of each batch human, half pseudo.
-    _C.SELF_TRAIN.LABELED_RATIO = 0.5
-    # Initial weights of each student: "weights" = MODEL.WEIGHTS, the same start as the first
-    # teacher (the paper: the student starts from the teacher's initialisation, random or
-    # pretrained, not from the teacher); "teacher" = the teacher's final weights.
-    _C.SELF_TRAIN.STUDENT_INIT = "weights"
+    # Pseudo-labeled images per student step, over all processes, added to the SOLVER.IMS_PER_BATCH
+    # human-labeled ones (the supervised run's batch, lr and schedule unchanged); <= 0 = as many as
+    # SOLVER.IMS_PER_BATCH. Paper: 256 COCO + 256 pseudo-labeled images per batch.
+    _C.SELF_TRAIN.PSEUDO_IMS_PER_BATCH = 0
+    # Initial weights of each student: "teacher" = the teacher's final weights (the paper, Sec.
+    # 3.2: "the parameters of the student model are initialized by the teacher model"; Appendix C:
+    # 0.3-0.4 AP better than a fresh start, which needs ~2.25x the steps); "weights" =
+    # MODEL.WEIGHTS, the same start as the first teacher.
+    _C.SELF_TRAIN.STUDENT_INIT = "teacher"
+    # Augmentation of the teacher, the supervised baseline of the results table: "student" trains
+    # it with the student's preset and image size (INPUT.STRONG_AUG.*) and the same schedule
+    # (SOLVER.*), so that teacher and student differ only by the pseudo-labels, as the paper
+    # compares them; "config" keeps FINETUNE.STRONG_AUG as the config sets it (Detectron2's
+    # resize and flip by default).
+    _C.SELF_TRAIN.TEACHER_AUG = "student"
 
     _C.SELF_TRAIN.PSEUDO_LABEL = CN()
     # A prediction becomes a hard pseudo box when its score is at least this. Paper: 0.5.
@@ -48,11 +56,12 @@ def add_selftrain_config(cfg):
     _C.SELF_TRAIN.LOSS_NORM = CN()
     # L = (L_h + a * (avg(L_h) / avg(L_p)) * L_p) / (1 + a), with L_h / L_p the human / pseudo
     # losses and avg their moving averages (all-reduced across processes). Off:
-    # L = L_h + a * L_p, the paper's unnormalised baseline. Paper: on.
+    # L = L_h + a * L_p, the paper's unnormalised baseline. Paper (Appendix B): on.
     _C.SELF_TRAIN.LOSS_NORM.ENABLED = True
     # a: weight of the pseudo-label loss relative to the human-label loss. Paper: alpha, tuned per
-    # setting; 1.0 weighs both equally once normalised.
+    # setting (COCO + ImageNet, Appendix H: 1.0 with Augment-S1 / S2, 0.5 with S3 / S4); 1.0
+    # weighs both equally once normalised (the per-preset configs set the paper's value).
     _C.SELF_TRAIN.LOSS_NORM.ALPHA = 1.0
-    # Momentum of the moving averages: avg <- m * avg + (1 - m) * loss, starting at the first
-    # loss. The paper uses moving averages over training without giving a decay; 0.99 is ours.
-    _C.SELF_TRAIN.LOSS_NORM.MOMENTUM = 0.99
+    # Decay of the moving averages: avg <- m * avg + (1 - m) * loss, starting at the first loss
+    # (detpre's start). Paper (Appendix B): exponential moving averages with decay 0.9997.
+    _C.SELF_TRAIN.LOSS_NORM.MOMENTUM = 0.9997

@@ -32,3 +32,13 @@ def add_strong_aug_config(cfg):
     _C.INPUT.STRONG_AUG.RANDAUG_NUM_OPS = 2
     # RandAugment (S4): shared magnitude of every op, M in [0, 10]: 10 in the paper.
     _C.INPUT.STRONG_AUG.RANDAUG_MAGNITUDE = 10
+    # RandAugment (S4): translation in pixels at M = 10 for a 640 px image (scaled with the
+    # image). TF's RandAugment for detection (Model Garden augment.py): 100; detection AutoAugment
+    # uses 250.
+    _C.INPUT.STRONG_AUG.RANDAUG_TRANSLATE_CONST = 100.0
+    # RandAugment (S4): Cutout half-width in pixels at M = 10 for a 640 px image (scaled with the
+    # image). TF's RandAugment: 40; detection AutoAugment uses 100.
+    _C.INPUT.STRONG_AUG.RANDAUG_CUTOUT_CONST = 40.0
+    # RandAugment (S4): each of the N draws picks among the ops plus one no-op slot, as TF's
+    # RandAugment (len(ops) + 1 branches, the last the identity).
+    _C.INPUT.STRONG_AUG.RANDAUG_IDENTITY_SLOT = True

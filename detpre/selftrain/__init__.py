@@ -2,7 +2,7 @@
 2020): pseudo-labelling with a teacher, a student on mixed batches with loss normalization."""
 
 from .loss_normalization import LossNormalizer
-from .mixed_loader import MixedBatch, MixedDataLoader, build_mixed_train_loader, split_batch_size
+from .mixed_loader import MixedBatch, MixedDataLoader, build_mixed_train_loader, student_batch_sizes
 from .pseudo_label import (
     PseudoLabelMapper,
     autocast_dtype,
@@ -29,5 +29,5 @@ __all__ = [
     "labeller_workers",
     "pseudo_label_dataset",
     "run_pseudo_labelling",
-    "split_batch_size",
+    "student_batch_sizes",
 ]

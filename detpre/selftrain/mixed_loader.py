@@ -14,7 +14,7 @@ from detectron2.data import (
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
-__all__ = ["MixedBatch", "MixedDataLoader", "build_mixed_train_loader", "split_batch_size"]
+__all__ = ["MixedBatch", "MixedDataLoader", "build_mixed_train_loader", "student_batch_sizes"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,28 +59,28 @@ class MixedDataLoader:
             yield MixedBatch(labeled, pseudo)
 
 
-def split_batch_size(total, ratio, world_size=1):
+def student_batch_sizes(labeled, pseudo=0, world_size=1):
     """
-    Split ``SOLVER.IMS_PER_BATCH`` into its labeled and pseudo-labeled parts.
+    The images of one student step: a full labeled batch plus a pseudo-labeled batch, as the
+    paper adds pseudo-labeled images to the supervised run's batch (Zoph et al. 2020: 256 COCO +
+    256 pseudo-labeled images per step, the other hyperparameters those of the supervised run).
 
     Args:
-        total (int): images per step over all processes.
-        ratio (float): fraction of them from the labeled data, in (0, 1).
+        labeled (int): ``SOLVER.IMS_PER_BATCH``, the supervised run's batch, over all processes.
+        pseudo (int): ``SELF_TRAIN.PSEUDO_IMS_PER_BATCH`` over all processes; <= 0 means as many
+            as ``labeled``.
         world_size (int): processes; each part must split evenly across them.
 
     Returns:
         tuple[int, int]: (labeled, pseudo) images per step over all processes.
     """
-    if not 0 < ratio < 1:
-        raise ValueError(f"SELF_TRAIN.LABELED_RATIO must be in (0, 1), got {ratio}")
-    labeled = round(total * ratio)
-    pseudo = total - labeled
-    if labeled % world_size or pseudo % world_size or not labeled or not pseudo:
-        raise ValueError(
-            f"SOLVER.IMS_PER_BATCH {total} with SELF_TRAIN.LABELED_RATIO {ratio} gives {labeled} "
-            f"labeled and {pseudo} pseudo-labeled images per step: each must be a positive "
-            f"multiple of the {world_size} process(es)."
-        )
+    pseudo = labeled if pseudo <= 0 else pseudo
+    for key, n in (("SOLVER.IMS_PER_BATCH", labeled), ("SELF_TRAIN.PSEUDO_IMS_PER_BATCH", pseudo)):
+        if n < 1 or n % world_size:
+            raise ValueError(
+                f"{key} {n}: the labeled and the pseudo-labeled images of a step must each be a "
+                f"positive multiple of the {world_size} process(es)."
+            )
     return labeled, pseudo
 
 
@@ -100,8 +100,10 @@ def build_mixed_train_loader(cfg, labeled_mapper, pseudo_mapper):
     """
     Two Detectron2 train loaders: ``DATASETS.TRAIN`` (empty images filtered as
     ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` says) and ``SELF_TRAIN.PSEUDO_DATASETS`` (images with
-    no pseudo box kept: they are background for the student). Of the ``SOLVER.IMS_PER_BATCH``
-    images of a step, ``SELF_TRAIN.LABELED_RATIO`` come from the first. Each loader samples with a
+    no pseudo box kept: they are background for the student). A step takes
+    ``SOLVER.IMS_PER_BATCH`` images from the first and ``SELF_TRAIN.PSEUDO_IMS_PER_BATCH`` (as
+    many by default) from the second (:func:`student_batch_sizes`); each process reads its share
+    of both. Each loader samples with a
     :class:`TrainingSampler` whose seed is the same on every process (``SEED`` when set, else a
     seed shared by all ranks), so the processes read disjoint shards of one permutation.
 
@@ -124,8 +126,8 @@ def build_mixed_train_loader(cfg, labeled_mapper, pseudo_mapper):
             "use TrainingSampler only."
         )
     labeled_names, pseudo_names = list(cfg.DATASETS.TRAIN), list(cfg.SELF_TRAIN.PSEUDO_DATASETS)
-    num_labeled, num_pseudo = split_batch_size(
-        cfg.SOLVER.IMS_PER_BATCH, cfg.SELF_TRAIN.LABELED_RATIO, comm.get_world_size()
+    num_labeled, num_pseudo = student_batch_sizes(
+        cfg.SOLVER.IMS_PER_BATCH, cfg.SELF_TRAIN.PSEUDO_IMS_PER_BATCH, comm.get_world_size()
     )
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     labeled_dicts = get_detection_dataset_dicts(

@@ -132,8 +132,9 @@ class StudentTrainer(FinetuneTrainer):
     """
     The student of noisy-student self-training (Zoph et al., "Rethinking Pre-training and
     Self-training", NeurIPS 2020): :class:`FinetuneTrainer` (evaluation, checkpoints, load
-    reports) whose every step takes ``SELF_TRAIN.LABELED_RATIO`` of its images from
-    ``DATASETS.TRAIN`` and the rest from ``SELF_TRAIN.PSEUDO_DATASETS``, both strongly
+    reports) whose every step takes ``SOLVER.IMS_PER_BATCH`` images from ``DATASETS.TRAIN`` (the
+    supervised run's batch) plus ``SELF_TRAIN.PSEUDO_IMS_PER_BATCH`` from
+    ``SELF_TRAIN.PSEUDO_DATASETS``, both strongly
     augmented, and optimises the normalized combination of the two losses
     (:class:`StudentStep`). The student starts from ``MODEL.WEIGHTS``.
     """

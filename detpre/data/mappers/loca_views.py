@@ -5,6 +5,7 @@ LOCA's views: one reference crop and several query crops of an image, with the g
 
 import random
 
+import cv2
 import numpy as np
 import torch
 from detectron2.config import configurable
@@ -12,7 +13,7 @@ from detectron2.structures import Boxes
 from torchvision.transforms.v2 import functional as TF
 
 from ..build import PRETRAIN_MAPPER_REGISTRY
-from ..transforms.crops import resize_image, sample_crop
+from ..transforms.crops import resize_image, sample_crop, sample_distorted_crop
 from ..transforms.pixel_aug import PixelAugmentation
 from .two_views import TwoViewsMapper, check_range
 
@@ -59,6 +60,9 @@ class LocaViewsMapper(TwoViewsMapper):
       probability 0.2;
     * nine focal queries: 5-32% crops resized to 96, flipped at random.
 
+    Crops are drawn as the release's ``tf.image.sample_distorted_bounding_box`` draws them
+    (LOCA.CROP_RULE "tf") and resized bilinearly without antialiasing, as its ``tf.image.resize``.
+
     No view is blurred by default, as in the release, whose config passes the blur
     probabilities where ``random_blur`` takes the image height (a one-tap kernel); with
     LOCA.RELEASE_BLUR False the views are blurred with probability 1.0 / 0.1 / 0.5
@@ -83,6 +87,7 @@ class LocaViewsMapper(TwoViewsMapper):
         focal_size,
         focal_scale,
         crop_ratio,
+        crop_rule="tf",
         query_flip_prob,
         reference_aug,
         query_aug,
@@ -97,7 +102,10 @@ class LocaViewsMapper(TwoViewsMapper):
             reference_flip_prob, query_flip_prob (float): flip probabilities of the reference and
                 of every query.
             num_focal_queries (int): number of focal queries (>= 0).
-            crop_ratio (tuple[float, float]): aspect-ratio range of every crop (log-uniform).
+            crop_ratio (tuple[float, float]): aspect-ratio range of every crop.
+            crop_rule (str): "tf" draws crops as the release's
+                ``tf.image.sample_distorted_bounding_box`` (:func:`sample_distorted_crop`),
+                "torchvision" as ``RandomResizedCrop`` (:func:`sample_crop`).
             reference_aug, query_aug, focal_aug (callable): uint8 (3, S, S) -> uint8 (3, S, S).
             image_format (str): INPUT.FORMAT, "RGB" or "BGR".
         """
@@ -118,6 +126,10 @@ class LocaViewsMapper(TwoViewsMapper):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"LOCA.{key}={p} is not a probability")
         self.crop_ratio = check_range("LOCA.CROP_RATIO", crop_ratio)
+        samplers = {"tf": sample_distorted_crop, "torchvision": sample_crop}
+        if crop_rule not in samplers:
+            raise ValueError(f"LOCA.CROP_RULE={crop_rule!r} must be one of {sorted(samplers)}")
+        self.sample_crop = samplers[crop_rule]
         # (side, area range, flip probability, augmentation) of every view, in output order.
         self.specs = [
             (
@@ -174,6 +186,7 @@ class LocaViewsMapper(TwoViewsMapper):
             "focal_size": loca.FOCAL_SIZE,
             "focal_scale": tuple(loca.FOCAL_SCALE),
             "crop_ratio": tuple(loca.CROP_RATIO),
+            "crop_rule": loca.CROP_RULE,
             "query_flip_prob": loca.QUERY_FLIP_PROB,
             "reference_aug": augmentation(0),
             "query_aug": augmentation(1),
@@ -197,8 +210,9 @@ class LocaViewsMapper(TwoViewsMapper):
         height, width = image.shape[:2]
         views = []
         for side, scale, flip_prob, aug in self.specs:
-            y, x, h, w = sample_crop(height, width, scale, self.crop_ratio)
-            view = resize_image(image[y : y + h, x : x + w], side, side)
+            y, x, h, w = self.sample_crop(height, width, scale, self.crop_ratio)
+            # Bilinear at every factor, as the release's tf.image.resize (no antialiasing).
+            view = resize_image(image[y : y + h, x : x + w], side, side, cv2.INTER_LINEAR)
             flipped = random.random() < flip_prob
             if flipped:
                 view = view[:, ::-1]

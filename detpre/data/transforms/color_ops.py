@@ -30,6 +30,10 @@ def _equalize(im):
     return ImageOps.equalize(im)
 
 
+def _invert(im):
+    return ImageOps.invert(im)
+
+
 def _posterize(im, bits):
     return ImageOps.posterize(im, bits)
 
@@ -57,6 +61,7 @@ def _call(fn, args, im):
 PIL_COLOR_OPS = {
     "AutoContrast": _autocontrast,
     "Equalize": _equalize,
+    "Invert": _invert,
     "Posterize": _posterize,
     "Solarize": _solarize,
     "SolarizeAdd": _solarize_add,

@@ -175,6 +175,10 @@ class PolygonClipFixedSizeCrop(T.FixedSizeCrop):
     Detectron2's ``FixedSizeCrop`` (the crop of large scale jitter, Ghiasi et al. 2021 / ViTDet)
     whose crop clips polygons without shapely. Instance masks are padded with 0 (not with the
     semantic-segmentation ignore value 255, which would turn the padding into foreground).
+
+    The offset is drawn per axis, as the TF detection input pipeline (``resize_and_crop_image``:
+    ``max_offset * tf.random.uniform([2], 0, 1)``, truncated to integers); Detectron2's draws one
+    uniform for both axes, so its crops slide along the diagonal only.
     """
 
     def __init__(self, crop_size, pad=True, pad_value=128.0, seg_pad_value=0):
@@ -188,5 +192,8 @@ class PolygonClipFixedSizeCrop(T.FixedSizeCrop):
         super().__init__(crop_size, pad=pad, pad_value=pad_value, seg_pad_value=seg_pad_value)
 
     def _get_crop(self, image):
-        crop = super()._get_crop(image)
-        return PolygonClipCropTransform(crop.x0, crop.y0, crop.w, crop.h, crop.orig_w, crop.orig_h)
+        height, width = image.shape[:2]
+        out_h, out_w = self.crop_size
+        max_offset = np.maximum(np.subtract((height, width), (out_h, out_w)), 0)
+        y0, x0 = (max_offset * np.random.uniform(0.0, 1.0, size=2)).astype(int)
+        return PolygonClipCropTransform(int(x0), int(y0), out_w, out_h, width, height)

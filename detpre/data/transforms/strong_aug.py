@@ -51,6 +51,8 @@ def build_strong_augmentation_preset(
     autoaug_policy="v0",
     randaug_num_ops=2,
     randaug_magnitude=10,
+    randaug_consts=(100.0, 40.0),
+    randaug_identity_slot=True,
     flip="horizontal",
     min_size=(800,),
     max_size=1333,
@@ -68,6 +70,9 @@ def build_strong_augmentation_preset(
         autoaug_policy (str): detection AutoAugment policy of S2 and S3 ("v0" or "v1").
         randaug_num_ops (int): RandAugment's N (S4).
         randaug_magnitude (float): RandAugment's M in [0, 10] (S4).
+        randaug_consts (tuple[float, float]): RandAugment's translation and Cutout half-width in
+            pixels at M = 10 for a 640 px image (S4; TF's 100 and 40).
+        randaug_identity_slot (bool): RandAugment draws a no-op slot too (S4; TF does).
         flip (str): "horizontal", "vertical" or "none" (Detectron2's INPUT.RANDOM_FLIP).
         min_size (tuple[int]): shorter side of "none" (INPUT.MIN_SIZE_TRAIN).
         max_size (int): longer side limit of "none" (INPUT.MAX_SIZE_TRAIN).
@@ -96,7 +101,13 @@ def build_strong_augmentation_preset(
         return flip_crop
     if name in ("S2", "S3"):
         return [DetectionAutoAugment(autoaug_policy, image_format=image_format)] + flip_crop
-    rand_augment = RandAugment(randaug_num_ops, randaug_magnitude, image_format=image_format)
+    rand_augment = RandAugment(
+        randaug_num_ops,
+        randaug_magnitude,
+        image_format=image_format,
+        consts=randaug_consts,
+        identity_slot=randaug_identity_slot,
+    )
     return [rand_augment] + flip_crop
 
 
@@ -124,6 +135,8 @@ def build_strong_augmentation(cfg, is_train=True) -> List[T.Augmentation]:
         autoaug_policy=sa.AUTOAUG_POLICY,
         randaug_num_ops=sa.RANDAUG_NUM_OPS,
         randaug_magnitude=sa.RANDAUG_MAGNITUDE,
+        randaug_consts=(sa.RANDAUG_TRANSLATE_CONST, sa.RANDAUG_CUTOUT_CONST),
+        randaug_identity_slot=sa.RANDAUG_IDENTITY_SLOT,
         flip=cfg.INPUT.RANDOM_FLIP,
         min_size=cfg.INPUT.MIN_SIZE_TRAIN,
         max_size=cfg.INPUT.MAX_SIZE_TRAIN,

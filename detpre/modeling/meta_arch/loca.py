@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
-from detectron2.modeling.backbone import FPN, ResNet
-from detectron2.modeling.backbone.vit import SimpleFeaturePyramid, ViT
+from detectron2.modeling.backbone import FPN
 from torch import nn
 
+from ..backbone.dilation import dilate_stage
 from ..ssl import MomentumCopy
 from ..ssl.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
 from ..ssl.events import put_scalars
@@ -16,6 +16,7 @@ from ..ssl.patch_positions import patch_position_targets
 from ..ssl.position_embedding import resize_abs_pos
 from ..ssl.prototype_head import PrototypeHead
 from ..ssl.sinkhorn import sinkhorn_knopp
+from .encoder import build_res5_trunk
 
 __all__ = ["LOCA"]
 
@@ -34,16 +35,6 @@ def _check_vit(vit):
                 "MODEL.VIT.WINDOW_BLOCK_INDEXES [], MODEL.VIT.USE_REL_POS False and "
                 "MODEL.VIT.RESIDUAL_BLOCK_INDEXES []"
             )
-
-
-def _res4(resnet, x):
-    """The res4 output of a Detectron2 ResNet, without running later stages."""
-    x = resnet.stem(x)
-    for name, stage in zip(resnet.stage_names, resnet.stages):
-        x = stage(x)
-        if name == "res4":
-            return x
-    raise ValueError(f"The ResNet has no res4 stage (stages {resnet.stage_names})")
 
 
 @META_ARCH_REGISTRY.register()
@@ -68,9 +59,15 @@ class LOCA(nn.Module):
       SimpleFeaturePyramid is not built: its layers are new in fine-tuning), run with global
       attention and without relative positions; the large query keeps ``LOCA.QUERY_KEEP_TOKENS``
       random tokens at its input;
-    * ResNet (R50-C4 ``backbone`` or R50-FPN ``backbone.bottom_up``): res4 (stride 16) projected
-      by a 1x1 conv into tokens, a learned position embedding added to the reference tokens in
-      the position predictor. FPN's own layers and res5 are held, and exported, untrained.
+    * ResNet (detpre's own: the release is ViT only): res5 run with dilation 2 and stride 1
+      (:func:`dilate_stage`, Detectron2's ``RES5_DILATION`` rule), so that its output keeps
+      res4's stride 16 and a 224 px view its 14x14 grid, projected by a 1x1 conv into tokens; a
+      learned position embedding is added to the reference tokens in the position predictor.
+      Every stage the detector loads is trained: R50-C4's ``backbone`` (stem..res4) and
+      ``roi_heads.res5``, R50-FPN's ``backbone.bottom_up``. Stride and dilation are not in the
+      state dict, so the res5 weights load into the detector's stride-2 res5 unchanged. On
+      R50-FPN the FPN layers take no gradient and are not exported
+      (:attr:`export_excluded_prefixes`): fine-tuning initialises them.
 
     Input: ``{"views": [reference, large query, focal queries...]}`` per image, every view with
     ``"image"``, ``"crop_box"`` and ``"flipped"`` (see ``LocaViewsMapper``). Training output: the
@@ -83,6 +80,7 @@ class LOCA(nn.Module):
         self,
         *,
         backbone,
+        roi_heads,
         ssl_head,
         stride,
         pixel_mean,
@@ -98,8 +96,9 @@ class LOCA(nn.Module):
         """
         Args:
             backbone (nn.Module): ``nn.ModuleDict({"net": ViT})``, a ResNet (C4) or an FPN.
+            roi_heads (nn.ModuleDict): ``{"res5": dilated res5}`` on R50-C4, else empty.
             ssl_head (LocaHead): ``ssl_head.*``.
-            stride (int): token stride in pixels (patch size, or 16 for res4).
+            stride (int): token stride in pixels (patch size, or 16 for dilated res5).
             pixel_mean, pixel_std (list[float]): input normalisation.
             reference_keep_ratio (float): fraction of reference tokens the teacher keeps.
             query_keep_tokens (int): tokens kept of the large query; <= 0 keeps all.
@@ -110,8 +109,11 @@ class LOCA(nn.Module):
         """
         super().__init__()
         self.backbone = backbone
+        self.roi_heads = roi_heads
         self.ssl_head = ssl_head
-        self.momentum = MomentumCopy({"backbone": backbone, "ssl_head": ssl_head})
+        self.momentum = MomentumCopy(
+            {"backbone": backbone, "roi_heads": roi_heads, "ssl_head": ssl_head}
+        )
         self.is_vit = isinstance(backbone, nn.ModuleDict)
         self.is_fpn = isinstance(backbone, FPN)
         self.stride = stride
@@ -140,24 +142,18 @@ class LOCA(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         loca = cfg.LOCA
-        backbone = build_backbone(cfg)
-        in_channels = None
-        if isinstance(backbone, SimpleFeaturePyramid) and isinstance(backbone.net, ViT):
+        in_channels, roi_heads = None, nn.ModuleDict()
+        if cfg.MODEL.BACKBONE.NAME == "build_vitdet_backbone":
+            backbone = build_backbone(cfg)
             _check_vit(backbone.net)
             dim = backbone.net.output_shape()[cfg.MODEL.VIT.OUT_FEATURE].channels
             stride = cfg.MODEL.VIT.PATCH_SIZE
             backbone = nn.ModuleDict({"net": backbone.net})
         else:
+            backbone, roi_heads, in_channels = build_res5_trunk(cfg, "LOCA")
             resnet = backbone.bottom_up if isinstance(backbone, FPN) else backbone
-            shapes = resnet.output_shape() if isinstance(resnet, ResNet) else {}
-            if "res4" not in shapes:
-                raise ValueError(
-                    f"LOCA takes a ViTDet backbone or a ResNet with a res4 output; "
-                    f"MODEL.BACKBONE.NAME {cfg.MODEL.BACKBONE.NAME!r} built "
-                    f"{type(resnet).__name__} "
-                    f"with outputs {sorted(shapes)} (check MODEL.RESNETS.OUT_FEATURES)"
-                )
-            in_channels, stride = shapes["res4"].channels, shapes["res4"].stride
+            stride = resnet.output_shape()["res4"].stride
+            dilate_stage(roi_heads["res5"] if "res5" in roi_heads else resnet.res5, dilation=2)
             dim = loca.RESNET_TOKEN_DIM
         if loca.REFERENCE_SIZE % stride:
             raise ValueError(
@@ -184,6 +180,7 @@ class LOCA(nn.Module):
         )
         return {
             "backbone": backbone,
+            "roi_heads": roi_heads,
             "ssl_head": ssl_head,
             "stride": stride,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
@@ -207,8 +204,13 @@ class LOCA(nn.Module):
 
     @property
     def has_unused_parameters(self):
-        """On FPN the lateral and output convs and res5 take no gradient."""
+        """On FPN the lateral and output convs take no gradient."""
         return self.is_fpn
+
+    @property
+    def export_excluded_prefixes(self):
+        """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
+        return ("backbone.fpn_",) if self.is_fpn else ()
 
     def tokens(self, net, images, keep=None):
         """
@@ -218,7 +220,7 @@ class LOCA(nn.Module):
             net (nn.Module): ``self`` (student) or ``self.momentum`` (teacher).
             images (Tensor): (N, 3, S, S) normalised images, S a multiple of the stride.
             keep (Tensor or None): (L,) int64 row-major grid cells to keep; None keeps all. A ViT
-                drops the others at its input, a ResNet after res4.
+                drops the others at its input, a ResNet after its dilated res5.
 
         Returns:
             Tensor: (N, L, D) tokens, row-major over the (S / stride)^2 grid when ``keep`` is None.
@@ -234,8 +236,11 @@ class LOCA(nn.Module):
                 x = blk(x)
             x = x.flatten(1, 2)
         else:
-            resnet = net.backbone.bottom_up if self.is_fpn else net.backbone
-            x = net.ssl_head.token_proj(_res4(resnet, images)).flatten(2).transpose(1, 2)
+            if self.is_fpn:
+                x = net.backbone.bottom_up(images)["res5"]
+            else:
+                x = net.roi_heads.res5(net.backbone(images)["res4"])
+            x = net.ssl_head.token_proj(x).flatten(2).transpose(1, 2)
             if keep is not None:
                 x = x[:, keep]
         return net.ssl_head.encoder_norm(x)

@@ -239,10 +239,9 @@ class SlotCon(nn.Module):
         images = [self.preprocess([v["image"] for v in vs]) for vs in views]
         crops = [self._geometry(vs, "crop_box").float() for vs in views]
         flips = [self._geometry(vs, "flipped").bool() for vs in views]
-        sizes = [torch.tensor([x.shape[-2:]], device=self.device).expand(len(x), 2) for x in images]
         boxes, nonempty = zip(
-            overlap_boxes(crops[0], crops[1], sizes[0], flips[0]),
-            overlap_boxes(crops[1], crops[0], sizes[1], flips[1]),
+            overlap_boxes(crops[0], crops[1], flips[0]),
+            overlap_boxes(crops[1], crops[0], flips[1]),
         )
         overlap = nonempty[0].float()
 
@@ -251,10 +250,8 @@ class SlotCon(nn.Module):
             teacher = [self.encode(self.momentum, x) for x in images]
 
         def aligned(logits, i):
-            # Map cells per view pixel, per axis (the release scales its normalised boxes by the
-            # map size): 1 / stride only when the view side is a multiple of the stride.
-            scale = tuple(m / v for m, v in zip(logits.shape[-2:], images[i].shape[-2:]))
-            return align_to_overlap(logits, boxes[i], flips[i], scale)
+            # Boxes as fractions of the view, scaled by the map's size (the release's invaug).
+            return align_to_overlap(logits, boxes[i], flips[i])
 
         center = self.ssl_head["center"].center
         group, contrast, accs = 0.0, 0.0, []

@@ -13,7 +13,7 @@ _LN_EPS = 1e-6
 class LocaHead(nn.Module):
     """
     The pretraining-only parts of LOCA (``ssl_head.*``): the norm closing the encoder, for ResNet
-    trunks the 1x1 projection of res4 into tokens and a learned position embedding of the
+    trunks the 1x1 projection of res5 (dilated) into tokens and a learned position embedding of the
     reference grid, the patch-cluster head, and the position predictor (one pre-norm
     cross-attention block, a LayerNorm and a linear classifier over the reference cells).
     """
@@ -27,7 +27,8 @@ class LocaHead(nn.Module):
             mlp_ratio (float): MLP width of the cross-attention block over ``dim``.
             cluster_head (PrototypeHead or None): the cluster head; None without cluster loss.
             in_channels (int or None): channels of a convolutional feature map turned into tokens
-                by a 1x1 projection (ResNet res4); None for a ViT, whose tokens are ``dim`` wide.
+                by a 1x1 projection (dilated ResNet res5); None for a ViT, whose tokens are
+                ``dim`` wide.
         """
         super().__init__()
         self.encoder_norm = nn.LayerNorm(dim, eps=_LN_EPS)
