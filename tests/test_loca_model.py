@@ -112,8 +112,9 @@ def test_r50_export_loads_with_complete_backbone(repo_root, tmp_path, arch, fine
     cfg = _cfg(repo_root, f"pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml")
     model = build_model(cfg)
     assert not model.is_vit and model.has_unused_parameters == (arch == "FPN")
-    # Tokens from res5 (2048 channels), dilated to keep res4's stride: 14x14 cells at 224.
-    assert model.ssl_head.token_proj.in_channels == 2048 and model.num_positions == 196
+    # Tokens from res5 (2048 channels), dilated to keep res4's stride: 7x7 cells at the CPU
+    # config's 112 px reference (14x14 at the published 224).
+    assert model.ssl_head.token_proj.in_channels == 2048 and model.num_positions == 49
     res5 = model.roi_heads.res5 if arch == "C4" else model.backbone.bottom_up.res5
     assert res5[0].conv1.stride == res5[0].shortcut.stride == res5[0].conv2.stride == (1, 1)
     assert all(b.conv2.dilation == b.conv2.padding == (2, 2) for b in res5)

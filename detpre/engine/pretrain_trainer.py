@@ -67,6 +67,30 @@ def derive_schedule(cfg, num_images):
     return cfg
 
 
+def memory_larger_than_data(cfg, num_images):
+    """
+    The memory keys of a pretext (negative queue, prototypes) whose value exceeds the number of
+    training images: a queue longer than an epoch holds each query's own image as a negative from
+    the second epoch on, and more prototypes than images cannot all be used.
+
+    Args:
+        cfg (CfgNode): a pretraining config.
+        num_images (int): images in DATASETS.TRAIN.
+
+    Returns:
+        list[tuple[str, int]]: (key, value) of every such key of the config's method.
+    """
+    arch = cfg.MODEL.META_ARCHITECTURE
+    keys = []
+    if arch in ("InsLoc", "MoCoV2"):
+        keys.append(("SSL.QUEUE_SIZE", cfg.SSL.QUEUE_SIZE))
+    if arch == "SlotCon":
+        keys.append(("SLOTCON.NUM_PROTOTYPES", cfg.SLOTCON.NUM_PROTOTYPES))
+    if arch == "LOCA" and cfg.LOCA.CLUSTER_LOSS_WEIGHT > 0:
+        keys.append(("LOCA.NUM_PROTOTYPES", cfg.LOCA.NUM_PROTOTYPES))
+    return [(k, v) for k, v in keys if v > num_images]
+
+
 class PretrainTrainer(DetpreTrainer):
     """
     Detectron2's ``DefaultTrainer`` for the pretext tasks: the loader runs the method's pretext
@@ -87,6 +111,16 @@ class PretrainTrainer(DetpreTrainer):
             cfg.SOLVER.IMS_PER_BATCH,
             cfg.SOLVER.BASE_LR,
         )
+        for key, value in memory_larger_than_data(cfg, num_images):
+            logger.warning(
+                "%s %d is larger than the %d images of DATASETS.TRAIN %s: the pretext contradicts "
+                "itself (a queue then holds each query's own image as a negative; prototypes "
+                "outnumber the images). Size it to the data (at most a quarter of an epoch).",
+                key,
+                value,
+                num_images,
+                tuple(cfg.DATASETS.TRAIN),
+            )
         super().__init__(cfg)
 
     def resume_or_load(self, resume=True):

@@ -5,6 +5,7 @@ from .localization_probe import (
     run_localization_probe,
     train_linear_probe,
 )
+from .pretext_summary import chance_level, pretext_summary
 from .results_table import (
     flatten_results,
     format_markdown,
@@ -14,6 +15,8 @@ from .results_table import (
 
 __all__ = [
     "build_evaluator",
+    "chance_level",
+    "pretext_summary",
     "evaluator_kind",
     "extract_patch_features",
     "grid_boxes",
