@@ -9,7 +9,7 @@ from detectron2.modeling.backbone import FPN
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads, build_box_head
 from torch import nn
 
-__all__ = ["build_detector_trunk", "build_res5_trunk", "split_two_views"]
+__all__ = ["Res5TrunkExport", "build_detector_trunk", "build_res5_trunk", "split_two_views"]
 
 
 def build_detector_trunk(cfg):
@@ -103,6 +103,25 @@ def build_res5_trunk(cfg, method):
             f"MODEL.RESNETS.OUT_FEATURES (got {sorted(shapes)})"
         )
     return backbone, nn.ModuleDict(), shapes["res5"].channels
+
+
+class Res5TrunkExport:
+    """
+    What a method on :func:`build_res5_trunk` hands over, for a class with an ``is_fpn``
+    attribute: on R50-FPN the pretext trains the bottom-up ResNet only, so the FPN layers take no
+    gradient (DistributedDataParallel must look for unused parameters) and are left out of the
+    export (fine-tuning initialises them, and its load report says so).
+    """
+
+    @property
+    def has_unused_parameters(self):
+        """On FPN the lateral and output convs take no gradient."""
+        return self.is_fpn
+
+    @property
+    def export_excluded_prefixes(self):
+        """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
+        return ("backbone.fpn_",) if self.is_fpn else ()
 
 
 def split_two_views(batched_inputs, names):

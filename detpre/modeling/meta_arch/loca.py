@@ -16,7 +16,7 @@ from ..ssl.patch_positions import patch_position_targets
 from ..ssl.position_embedding import resize_abs_pos
 from ..ssl.prototype_head import PrototypeHead
 from ..ssl.sinkhorn import sinkhorn_knopp
-from .encoder import build_res5_trunk
+from .encoder import Res5TrunkExport, build_res5_trunk
 
 __all__ = ["LOCA"]
 
@@ -38,7 +38,7 @@ def _check_vit(vit):
 
 
 @META_ARCH_REGISTRY.register()
-class LOCA(nn.Module):
+class LOCA(Res5TrunkExport, nn.Module):
     """
     LOCA (Caron, Houlsby and Schmid, "Location-Aware Self-Supervised Transformers for Semantic
     Segmentation", 2022) on a Detectron2 backbone. An EMA teacher (``momentum.*``) encodes the
@@ -201,16 +201,6 @@ class LOCA(nn.Module):
     @property
     def num_positions(self):
         return self.ssl_head.position_classifier.out_features
-
-    @property
-    def has_unused_parameters(self):
-        """On FPN the lateral and output convs take no gradient."""
-        return self.is_fpn
-
-    @property
-    def export_excluded_prefixes(self):
-        """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
-        return ("backbone.fpn_",) if self.is_fpn else ()
 
     def tokens(self, net, images, keep=None):
         """

@@ -5,14 +5,14 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from ..ssl import MLPProjection
-from .encoder import build_res5_trunk
+from .encoder import Res5TrunkExport, build_res5_trunk
 from .momentum_contrast import MomentumContrast
 
 __all__ = ["MoCoV2"]
 
 
 @META_ARCH_REGISTRY.register()
-class MoCoV2(MomentumContrast):
+class MoCoV2(Res5TrunkExport, MomentumContrast):
     """
     MoCo-v2 (Chen et al., "Improved Baselines with Momentum Contrastive Learning", 2020): two
     random crops of one image are the query and its positive key; the embedding is the global
@@ -53,16 +53,6 @@ class MoCoV2(MomentumContrast):
             levels=["res5"],
         )
         return ret
-
-    @property
-    def has_unused_parameters(self):
-        """On FPN the lateral and output convs take no gradient."""
-        return self.is_fpn
-
-    @property
-    def export_excluded_prefixes(self):
-        """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
-        return ("backbone.fpn_",) if self.is_fpn else ()
 
     def embed(self, net, images, boxes, is_query):
         """See :meth:`MomentumContrast.embed`; ``boxes`` are not used."""

@@ -16,7 +16,7 @@ from ..ssl.overlap_align import align_to_overlap, overlap_boxes
 from ..ssl.semantic_grouping import SemanticGrouping
 from ..ssl.slot_losses import grouping_loss, slot_contrast_loss, valid_slots
 from ..ssl.submodule_momentum import SubmoduleMomentumCopy
-from .encoder import build_res5_trunk, split_two_views
+from .encoder import Res5TrunkExport, build_res5_trunk, split_two_views
 
 __all__ = ["SlotCon", "zero_init_residual_"]
 
@@ -37,7 +37,7 @@ def zero_init_residual_(*modules):
 
 
 @META_ARCH_REGISTRY.register()
-class SlotCon(nn.Module):
+class SlotCon(Res5TrunkExport, nn.Module):
     """
     SlotCon (Wen et al., "Self-Supervised Visual Representation Learning with Semantic Grouping",
     NeurIPS 2022) over a Detectron2 detector trunk. The student is the network handed over
@@ -156,16 +156,6 @@ class SlotCon(nn.Module):
     @property
     def device(self):
         return self.pixel_mean.device
-
-    @property
-    def has_unused_parameters(self):
-        """On FPN the lateral and output convs take no gradient."""
-        return self.is_fpn
-
-    @property
-    def export_excluded_prefixes(self):
-        """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
-        return ("backbone.fpn_",) if self.is_fpn else ()
 
     @torch.no_grad()
     def momentum_update(self, momentum=None):
