@@ -166,10 +166,10 @@ def _pretext_columns(pretrain_dir, pretrained):
     return OrderedDict(
         [
             ("pretext acc % start", _pct(summary.get("acc_start"))),
-            ("end", _pct(summary.get("acc_end"))),
-            ("chance", _pct(summary.get("chance"))),
+            ("acc % end", _pct(summary.get("acc_end"))),
+            ("chance %", _pct(summary.get("chance"))),
             ("pretext loss start", "" if loss[0] is None else round(loss[0], 3)),
-            ("end ", "" if loss[1] is None else round(loss[1], 3)),
+            ("loss end", "" if loss[1] is None else round(loss[1], 3)),
         ]
     )
 

@@ -44,7 +44,7 @@ from detectron2.utils.logger import setup_logger
 from detpre.checkpoint.checkpointer import atomic_write
 from detpre.engine import launch_from_args, setup_cfg
 from detpre.evaluation import format_markdown, report_final_results
-from detpre.selftrain import StudentTrainer
+from detpre.selftrain import StudentTrainer, student_batch_sizes
 
 logger = logging.getLogger("detpre")
 
@@ -151,8 +151,9 @@ def run_pipeline(args):
     teacher_strong = cfg.SELF_TRAIN.TEACHER_AUG == "student" or cfg.FINETUNE.STRONG_AUG
     teacher_opts = ("FINETUNE.STRONG_AUG", "True") if teacher_strong else ()
     run_stage(teacher_dir, "train_net.py", args, *teacher_opts)
-    pseudo_batch = cfg.SELF_TRAIN.PSEUDO_IMS_PER_BATCH
-    pseudo_batch = pseudo_batch if pseudo_batch > 0 else cfg.SOLVER.IMS_PER_BATCH
+    _, pseudo_batch = student_batch_sizes(
+        cfg.SOLVER.IMS_PER_BATCH, cfg.SELF_TRAIN.PSEUDO_IMS_PER_BATCH
+    )
     rows = [
         _summary_row(
             "teacher (supervised)",
