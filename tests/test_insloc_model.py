@@ -19,14 +19,6 @@ PRETRAIN_ONLY = ("momentum.", "queues.", "ssl_head.")
 FPN_LEVELS = ["p2", "p3", "p4", "p5"]
 
 
-def _one_thread():
-    # Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
-
-
 def _cfg(repo_root, name, **insloc):
     cfg = get_cfg()
     add_detpre_config(cfg)
@@ -215,6 +207,19 @@ def test_box_augmentation_on_query_only(repo_root, arch):
             assert torch.equal(boxes, q_true + 1.0)
         else:
             assert torch.equal(boxes, q_true)
+
+
+def test_bn_groups_split_boxes_with_their_images(repo_root):
+    """SSL.BN_GROUPS 2 on 4 views: each half is pooled with its own boxes, as two GPUs would."""
+    cfg = _fpn(repo_root, BOX_AUG=False)
+    cfg.SSL.BN_GROUPS = 2
+    model = build_model(cfg).train()
+    views = [x["views"][0] for x in _batch(0, n=4)]
+    with torch.no_grad():
+        grouped = model.embed_in_groups(model, *model.preprocess(views), is_query=True)
+        halves = [model.embed(model, *model.preprocess(v), True) for v in (views[:2], views[2:])]
+    for level in FPN_LEVELS:
+        assert torch.allclose(grouped[level], torch.cat([h[level] for h in halves]), atol=1e-6)
 
 
 def test_box_augmentation_built_from_config(repo_root):

@@ -19,7 +19,7 @@ def _reference(q, k, neg, t):
         top = max(logits)
         log_z = top + math.log(sum(math.exp(x - top) for x in logits))
         losses.append(log_z - logits[0])
-        correct += int(logits[0] >= max(logits[1:]))
+        correct += int(logits[0] > max(logits[1:]))
     return sum(losses) / len(losses), correct / q.shape[0]
 
 
@@ -44,6 +44,11 @@ def test_accuracy_extremes():
     assert loss.item() == pytest.approx(-math.log(math.exp(5) / (math.exp(5) + 2)), rel=1e-6)
     _, acc = info_nce(eye[:2], eye[2:], eye[:2], 0.2)
     assert acc.item() == 0.0
+    # a collapsed encoder: every embedding the same, every logit tied, nothing recognised
+    same = F.normalize(torch.ones(3, 4), dim=1)
+    loss, acc = info_nce(same[:2], same[:2], same, 0.2)
+    assert acc.item() == 0.0
+    assert loss.item() == pytest.approx(math.log(4), rel=1e-6)
 
 
 def test_gradient_reaches_queries_only():

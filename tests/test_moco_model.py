@@ -17,14 +17,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PRETRAIN_ONLY = ("momentum.", "queues.", "ssl_head.")
 
 
-def _one_thread():
-    # Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
-
-
 def _cfg(repo_root, arch):
     cfg = get_cfg()
     add_detpre_config(cfg)
@@ -115,6 +107,42 @@ def test_train_step(repo_root, arch, run_momentum_hook):
     assert int(model.queues["res5"].ptr) == 4
     model(_batch(2, n=2))
     assert int(model.queues["res5"].ptr) == 6 % 5  # wraps around K = 5
+
+
+def test_bn_groups_normalise_each_sub_batch_on_its_own(repo_root):
+    """SSL.BN_GROUPS G: one process computes what G GPUs with per-GPU BN compute. A query depends
+    on the images of its own sub-batch only (with G = 1 every image's statistics leak into every
+    query, the leak shuffle-BN exists to stop); keys are the shuffled batch cut into G sub-batches,
+    each encoded alone, then put back in order."""
+    cfg = _cfg(repo_root, "FPN")
+    cfg.SSL.BN_GROUPS = 2
+    model = build_model(cfg).train()
+    views = [x["views"][0] for x in _batch(0, n=4)]
+    changed = views[:2] + [x["views"][0] for x in _batch(1, n=2)]
+    with torch.no_grad():
+        q = model.embed_in_groups(model, *model.preprocess(views), is_query=True)["res5"]
+        q_changed = model.embed_in_groups(model, *model.preprocess(changed), True)["res5"]
+        assert torch.equal(q[:2], q_changed[:2])
+        assert not torch.allclose(q[2:], q_changed[2:], atol=1e-3)
+        model.bn_groups = 1
+        q_one = model.embed(model, *model.preprocess(views), is_query=True)["res5"]
+        q_one_changed = model.embed(model, *model.preprocess(changed), is_query=True)["res5"]
+        assert not torch.allclose(q_one[:2], q_one_changed[:2], atol=1e-3)
+        model.bn_groups = 2
+
+        torch.manual_seed(3)
+        keys = model.encode_keys(*model.preprocess(views))["res5"]
+        torch.manual_seed(3)
+        perm = torch.randperm(4)  # the shuffle's draw
+        expected = torch.empty_like(keys)
+        for part in perm.chunk(2):
+            images, _ = model.preprocess([views[i] for i in part.tolist()])
+            expected[part] = model.embed(model.momentum, images, None, is_query=False)["res5"]
+        assert torch.allclose(keys, expected, atol=1e-6)
+
+    cfg.SSL.BN_GROUPS = 3
+    with pytest.raises(ValueError, match="SSL.BN_GROUPS 3"):
+        build_model(cfg).train()(_batch(0, n=4))
 
 
 def test_cosine_momentum_reaches_one(repo_root, run_momentum_hook):

@@ -48,6 +48,11 @@ def add_ssl_config(cfg):
     _C.SSL.PROJ_DIM = 128
     # Shuffle the key batch across ranks before the key encoder (MoCo's shuffle-BN).
     _C.SSL.SHUFFLE_BN = True
+    # Sub-batches per process that run the encoders separately, so that each normalises with its
+    # own BN statistics as that many GPUs would (queries split in order, keys after the shuffle).
+    # 1 with one process lets queries and keys share the batch's statistics: the leak that
+    # shuffle-BN exists to stop (He et al. 2020, Sec. 3.3), and the CPU configs' collapse.
+    _C.SSL.BN_GROUPS = 1
     # Which copy the fine-tuning checkpoint exports: "online" (query encoder) or "momentum".
     _C.SSL.EXPORT = "online"
     # The fine-tuning meta-architecture whose state-dict keys the export keeps

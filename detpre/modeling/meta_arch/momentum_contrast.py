@@ -60,6 +60,7 @@ class MomentumContrast(nn.Module):
         temperature,
         momentum,
         shuffle_bn=True,
+        bn_groups=1,
         level_suffix=False,
     ):
         """
@@ -74,6 +75,8 @@ class MomentumContrast(nn.Module):
             temperature (float): T of InfoNCE.
             momentum (float): the default m of :meth:`momentum_update`.
             shuffle_bn (bool): shuffle the key batch across ranks around the key encoder.
+            bn_groups (int): run each encoder on this many equal sub-batches of the per-process
+                batch, each with its own BN statistics (a process standing in for that many GPUs).
             level_suffix (bool): name losses ``loss_<method>_<level>`` instead of ``loss_<method>``.
         """
         super().__init__()
@@ -92,6 +95,9 @@ class MomentumContrast(nn.Module):
             raise ValueError(f"SSL.TEMPERATURE must be positive, got {temperature}")
         self.temperature = temperature
         self.shuffle_bn = shuffle_bn
+        if bn_groups < 1:
+            raise ValueError(f"SSL.BN_GROUPS must be >= 1, got {bn_groups}")
+        self.bn_groups = bn_groups
         self.level_suffix = level_suffix
         self.is_fpn = isinstance(backbone, FPN)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
@@ -112,6 +118,7 @@ class MomentumContrast(nn.Module):
             "temperature": cfg.SSL.TEMPERATURE,
             "momentum": cfg.SSL.MOMENTUM,
             "shuffle_bn": cfg.SSL.SHUFFLE_BN,
+            "bn_groups": cfg.SSL.BN_GROUPS,
         }
 
     @property
@@ -134,6 +141,32 @@ class MomentumContrast(nn.Module):
         """
         raise NotImplementedError
 
+    def embed_in_groups(self, net, images: ImageList, boxes: Optional[torch.Tensor], is_query):
+        """
+        :meth:`embed` on SSL.BN_GROUPS consecutive equal sub-batches, concatenated: BN then
+        normalises each sub-batch with its own statistics, as per-GPU BN on that many GPUs.
+
+        Args:
+            net, is_query: as in :meth:`embed`.
+            images (ImageList): N views, N divisible by the number of groups.
+            boxes (Tensor or None): (N, 4).
+
+        Returns:
+            dict[str, Tensor]: level -> (N, D), in the order of ``images``.
+        """
+        if self.bn_groups == 1:
+            return self.embed(net, images, boxes, is_query)
+        n = len(images.image_sizes)
+        if n % self.bn_groups:
+            raise ValueError(
+                f"SSL.BN_GROUPS {self.bn_groups} does not divide the per-process batch of {n}"
+            )
+        outputs = []
+        for idx in torch.arange(n).chunk(self.bn_groups):
+            sub = ImageList(images.tensor[idx], [images.image_sizes[i] for i in idx.tolist()])
+            outputs.append(self.embed(net, sub, None if boxes is None else boxes[idx], is_query))
+        return {level: torch.cat([o[level] for o in outputs]) for level in outputs[0]}
+
     @property
     def has_unused_parameters(self):
         """Whether some online parameters get no gradient (DDP must then look for them)."""
@@ -146,7 +179,7 @@ class MomentumContrast(nn.Module):
             return self.embed(self, images, boxes, is_query=False)
 
         images, boxes = self.preprocess(query_views)
-        q = self.embed(self, images, boxes, is_query=True)
+        q = self.embed_in_groups(self, images, boxes, is_query=True)
         k = self.encode_keys(*self.preprocess(key_views))
 
         losses, metrics = {}, {}
@@ -184,12 +217,14 @@ class MomentumContrast(nn.Module):
             dict[str, Tensor]: level -> (N, D) keys, in the order of ``images``.
         """
         if not self.shuffle_bn:
-            return self.embed(self.momentum, images, boxes, is_query=False)
+            return self.embed_in_groups(self.momentum, images, boxes, is_query=False)
         sizes = torch.as_tensor(images.image_sizes, dtype=torch.long, device=self.device)
         extras = [sizes] if boxes is None else [sizes, boxes]
         tensor, extras, idx_unshuffle = batch_shuffle(images.tensor, *extras)
         shuffled = ImageList(tensor, [(int(h), int(w)) for h, w in extras[0].tolist()])
-        k = self.embed(self.momentum, shuffled, None if boxes is None else extras[1], False)
+        k = self.embed_in_groups(
+            self.momentum, shuffled, None if boxes is None else extras[1], is_query=False
+        )
         stacked = batch_unshuffle(
             torch.stack([k[level] for level in self.levels], dim=1), idx_unshuffle
         )

@@ -19,7 +19,7 @@ def info_nce(q, k, negatives, temperature):
 
     Returns:
         tuple[Tensor, Tensor]: the mean loss (scalar) and the top-1 accuracy (scalar in [0, 1]),
-        the fraction of queries whose positive has the largest logit.
+        the fraction of queries whose positive logit is strictly larger than every negative's.
     """
     if q.dim() != 2 or q.shape != k.shape:
         raise ValueError(f"q and k must both be (N, D), got {tuple(q.shape)} and {tuple(k.shape)}")
@@ -32,5 +32,7 @@ def info_nce(q, k, negatives, temperature):
     logits = torch.cat([l_pos, l_neg], dim=1).float() / temperature
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     loss = F.cross_entropy(logits, labels)
-    acc = (logits.argmax(dim=1) == 0).float().mean().detach()
+    # Strictly above every negative: a collapsed encoder (all logits tied) scores 0, not the 100 %
+    # an argmax that breaks ties towards index 0 would report.
+    acc = (logits[:, 0] > logits[:, 1:].amax(dim=1)).float().mean().detach()
     return loss, acc
