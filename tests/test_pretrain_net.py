@@ -224,7 +224,15 @@ def test_two_process_pretraining_gathers_keys(repo_root, tmp_path):
         os.path.join(repo_root, "configs", "pretrain", "moco_v2_R50_FPN_cpu_imagenet_sample.yaml"),
     ]
     opts = TINY + ["SOLVER.MAX_ITER", "2", "MOCO.CROP_SIZE", "64", "OUTPUT_DIR", str(out)]
-    done = subprocess.run(cmd + opts, cwd=repo_root, capture_output=True, text=True)
+    # The CPU config's SSL.BN_GROUPS 4 stands in for 4 GPUs on one process; 2 processes of 2
+    # images cannot split in 4, and say so at start-up, before any data is read.
+    bad = subprocess.run(cmd + opts, cwd=repo_root, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "SSL.BN_GROUPS 4 does not divide the per-process batch of 2" in bad.stderr
+    assert "Starting training" not in bad.stdout + bad.stderr
+    done = subprocess.run(
+        cmd + opts + ["SSL.BN_GROUPS", "1"], cwd=repo_root, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     # 2 iterations of 4 images (2 per process): all-gathered keys advance the pointer by 4 each.

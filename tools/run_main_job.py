@@ -3,7 +3,8 @@
 detpre's main job on the bundled data (what ``make demo`` runs):
 
 1. pretrain R50-FPN without labels on ``imagenet_sample_unlabeled`` with InsLoc, MoCo-v2, SlotCon
-   and LOCA, on the same budget (same images and epochs); AlignDet then takes the InsLoc backbone
+   and LOCA, each with its CPU config (the same images; batch, epochs and lr chosen per method by
+   measurement, see each config); AlignDet then takes the InsLoc backbone
    through its box-domain stage on selective-search proposals of ``coco_tiny_train``;
 2. read out each pretrained network's localization (InsLoc's 3x3-patch linear probe);
 3. fine-tune Faster R-CNN R50-FPN on ``bccd_voc_trainval`` (3 classes of large, frequent

@@ -8,6 +8,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling.backbone import FPN
 from detectron2.structures import ImageList
+from detectron2.utils import comm
 from torch import nn
 
 from ..ssl import (
@@ -110,6 +111,14 @@ class MomentumContrast(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         """The shared keys; subclasses add ``backbone``, ``roi_heads``, ``ssl_head``, ``levels``."""
+        world = comm.get_world_size()
+        per_process = cfg.SOLVER.IMS_PER_BATCH // max(world, 1)
+        if cfg.SSL.BN_GROUPS > 1 and per_process % cfg.SSL.BN_GROUPS:
+            raise ValueError(
+                f"SSL.BN_GROUPS {cfg.SSL.BN_GROUPS} does not divide the per-process batch of "
+                f"{per_process} (SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} over {world} "
+                "processes); with several processes per-GPU BN already holds: set SSL.BN_GROUPS 1"
+            )
         return {
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
