@@ -58,6 +58,18 @@ def add_checkpoint_config(cfg):
     _C.SOLVER.CHECKPOINT_MAX_TO_KEEP = 0
 
 
+def add_precision_config(cfg):
+    """Keys of mixed precision and memory format, for every detpre trainer."""
+    _C = cfg
+    # The half precision of SOLVER.AMP.ENABLED: "float16" (with a gradient scaler, Detectron2's
+    # default) or "bfloat16" (no scaler needed). The pretext losses' logits, softmaxes, Sinkhorn,
+    # centres, queues and EMA updates run in float32 under either.
+    _C.SOLVER.AMP.PRECISION = "float16"
+    # Convert the model's weights to channels-last memory format (NHWC), faster convolutions on
+    # tensor-core GPUs; the same losses to float tolerance.
+    _C.MODEL.CHANNELS_LAST = False
+
+
 def add_detpre_config(cfg):
     """
     Add every detpre key to a Detectron2 config, in place.
@@ -68,6 +80,7 @@ def add_detpre_config(cfg):
     add_dataset_config(cfg)
     add_finetune_config(cfg)
     add_checkpoint_config(cfg)
+    add_precision_config(cfg)
     add_ssl_config(cfg)
     add_pixel_aug_config(cfg)
     add_insloc_config(cfg)

@@ -5,7 +5,6 @@ import weakref
 
 import torch
 from detectron2.engine import (
-    AMPTrainer,
     DefaultTrainer,
     SimpleTrainer,
     TrainerBase,
@@ -16,6 +15,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import BoundedPeriodicCheckpointer, DetpreCheckpointer
+from .amp import MixedPrecisionTrainer, autocast_dtype, device_type
 
 
 def unwrap_model(model):
@@ -57,7 +57,8 @@ class DetpreTrainer(DefaultTrainer):
     @classmethod
     def build_step_trainer(cls, cfg, model, data_loader, optimizer):
         """
-        The loop that runs one optimisation step: Detectron2's ``AMPTrainer`` when
+        The loop that runs one optimisation step: :class:`MixedPrecisionTrainer` (Detectron2's
+        ``AMPTrainer`` on the model's device, at ``SOLVER.AMP.PRECISION``) when
         ``SOLVER.AMP.ENABLED``, else ``SimpleTrainer``. Subclasses with another step override it.
 
         Args:
@@ -66,8 +67,29 @@ class DetpreTrainer(DefaultTrainer):
             data_loader (iterable): the training loader.
             optimizer (torch.optim.Optimizer): the optimizer.
         """
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        return trainer_cls(model, data_loader, optimizer)
+        if not cfg.SOLVER.AMP.ENABLED:
+            return SimpleTrainer(model, data_loader, optimizer)
+        return MixedPrecisionTrainer(
+            model,
+            data_loader,
+            optimizer,
+            precision=autocast_dtype(cfg.SOLVER.AMP.PRECISION),
+            device=device_type(cfg.MODEL.DEVICE),
+        )
+
+    @classmethod
+    def build_model(cls, cfg):
+        """
+        Detectron2's model, its weights in channels-last memory format when
+        ``MODEL.CHANNELS_LAST``.
+
+        Args:
+            cfg (CfgNode): the run's config.
+        """
+        model = super().build_model(cfg)
+        if cfg.MODEL.CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
+        return model
 
     @classmethod
     def wrap_model(cls, model):

@@ -23,6 +23,7 @@ from ..checkpoint import DetpreCheckpointer
 from ..checkpoint.checkpointer import atomic_write
 from ..data.image_io import CorruptImageError
 from ..data.mappers.finetune import RobustDatasetMapper
+from ..engine.amp import autocast_dtype as amp_dtype
 from .label_store import PartWriter, read_info, read_parts, write_coco_json
 
 __all__ = [
@@ -77,9 +78,6 @@ def coco_categories(metadata):
     return categories, to_dataset_id
 
 
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def autocast_dtype(precision):
     """
     Args:
@@ -88,12 +86,7 @@ def autocast_dtype(precision):
     Returns:
         torch.dtype or None: the autocast dtype; None for float32 (no autocast).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"SELF_TRAIN.PSEUDO_LABEL.PRECISION must be one of {sorted(PRECISIONS)}, "
-            f"got {precision!r}"
-        )
-    return PRECISIONS[precision]
+    return amp_dtype(precision, key="SELF_TRAIN.PSEUDO_LABEL.PRECISION", allow_float32=True)
 
 
 def labeller_workers(cfg):

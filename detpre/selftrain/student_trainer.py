@@ -12,6 +12,7 @@ from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.mappers.finetune import RobustDatasetMapper
+from ..engine.amp import autocast_dtype, device_type
 from ..engine.finetune_trainer import FinetuneTrainer
 from .loss_normalization import LossNormalizer
 from .mixed_loader import build_mixed_train_loader
@@ -35,24 +36,29 @@ class StudentStep(SimpleTrainer):
     ``loss_ratio`` = avg(L_h) / avg(L_p).
     """
 
-    def __init__(self, model, data_loader, optimizer, normalizer, *, amp=False, grad_scaler=None):
+    def __init__(self, model, data_loader, optimizer, normalizer, *, precision=None, device="cuda"):
         """
         Args:
             model, data_loader, optimizer: as in :class:`SimpleTrainer`; the loader yields
                 ``MixedBatch``.
             normalizer (LossNormalizer): combines the two losses; saved with the trainer state.
-            amp (bool): mixed precision (CUDA) with a gradient scaler, as ``AMPTrainer``.
-            grad_scaler (GradScaler or None): the scaler when ``amp``; a new one by default.
+            precision (torch.dtype or None): mixed precision under ``torch.autocast(device)``
+                (``SOLVER.AMP.PRECISION``): float16 with a gradient scaler, bfloat16 without;
+                None trains in float32.
+            device (str): the autocast device type of the model ("cuda" or "cpu").
         """
         super().__init__(model, data_loader, optimizer)
         self.normalizer = normalizer
-        self.amp = amp
+        self.precision = precision
+        self.device = device
+        self.amp = precision is not None
         self.grad_scaler = None
-        if amp:
-            self.grad_scaler = grad_scaler or torch.amp.GradScaler("cuda")
+        if self.amp:
+            self.grad_scaler = torch.amp.GradScaler(device, enabled=precision == torch.float16)
 
     def _forward(self, data):
-        with torch.autocast("cuda") if self.amp else contextlib.nullcontext():
+        autocast = torch.autocast(self.device, dtype=self.precision) if self.amp else None
+        with autocast or contextlib.nullcontext():
             loss_dict = self.model(data)
         return loss_dict, sum(loss_dict.values())
 
@@ -100,7 +106,7 @@ class StudentStep(SimpleTrainer):
         super().load_state_dict(state_dict)
         if "loss_normalizer" in state_dict:
             self.normalizer.load_state_dict(state_dict["loss_normalizer"])
-        if self.amp and "grad_scaler" in state_dict:
+        if self.amp and state_dict.get("grad_scaler"):
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
 
@@ -143,7 +149,12 @@ class StudentTrainer(FinetuneTrainer):
     def build_step_trainer(cls, cfg, model, data_loader, optimizer):
         """The student's step: two losses, normalized (:class:`StudentStep`)."""
         return StudentStep(
-            model, data_loader, optimizer, LossNormalizer(cfg), amp=cfg.SOLVER.AMP.ENABLED
+            model,
+            data_loader,
+            optimizer,
+            LossNormalizer(cfg),
+            precision=autocast_dtype(cfg.SOLVER.AMP.PRECISION) if cfg.SOLVER.AMP.ENABLED else None,
+            device=device_type(cfg.MODEL.DEVICE),
         )
 
     @classmethod

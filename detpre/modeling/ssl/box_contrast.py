@@ -7,9 +7,12 @@ every RoI of another id in both views being a negative.
 import torch
 import torch.nn.functional as F
 
+from .precision import float32_outside_autocast
+
 __all__ = ["box_id_contrast"]
 
 
+@float32_outside_autocast
 def box_id_contrast(q, q_ids, k, k_ids, temperature, negatives=None):
     """
     For each proposal id ``l`` among the queries: every (query, key) pair of id ``l`` is a

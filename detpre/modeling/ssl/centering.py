@@ -5,6 +5,8 @@ import torch.distributed as dist
 from detectron2.utils import comm
 from torch import nn
 
+from .precision import float32_outside_autocast
+
 __all__ = ["Centering"]
 
 
@@ -28,6 +30,7 @@ class Centering(nn.Module):
         self.momentum = momentum
         self.register_buffer("center", torch.zeros(dim))
 
+    @float32_outside_autocast
     @torch.no_grad()
     def update(self, logits):
         """

@@ -10,9 +10,12 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from detectron2.utils import comm
 
+from .precision import float32_outside_autocast
+
 __all__ = ["masked_soft_cross_entropy", "mean_entropy_penalty"]
 
 
+@float32_outside_autocast
 def masked_soft_cross_entropy(logits, targets, valid):
     """
     ``sum_i valid_i * H(targets_i, softmax(logits_i)) / max(sum_i valid_i, 1)``.
@@ -35,6 +38,7 @@ def masked_soft_cross_entropy(logits, targets, valid):
     return (per_row * weights).sum() / weights.sum().clamp(min=1.0)
 
 
+@float32_outside_autocast
 def mean_entropy_penalty(logits, distributed=True):
     """
     The negative entropy of the mean prediction, ``sum_k p_k log p_k`` with

@@ -3,9 +3,12 @@
 import torch
 import torch.nn.functional as F
 
+from .precision import float32_outside_autocast
+
 __all__ = ["info_nce"]
 
 
+@float32_outside_autocast
 def info_nce(q, k, negatives, temperature):
     """
     InfoNCE with one positive per query and a shared bank of negatives: logits

@@ -14,6 +14,8 @@ from typing import Dict
 import torch
 from torch import nn
 
+from .precision import float32_outside_autocast
+
 __all__ = ["build_momentum_copy", "momentum_update", "cosine_momentum", "MomentumCopy"]
 
 
@@ -34,6 +36,7 @@ def build_momentum_copy(online):
 
 
 @torch.no_grad()
+@float32_outside_autocast
 def momentum_update(online, target, momentum, copy_buffers=True):
     """
     In place: ``target_param = momentum * target_param + (1 - momentum) * online_param`` for every

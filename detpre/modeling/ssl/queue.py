@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import float32_outside_autocast
+
 __all__ = ["FeatureQueue", "QueueBank"]
 
 
@@ -35,6 +37,7 @@ class FeatureQueue(nn.Module):
     def size(self):
         return self.queue.shape[0]
 
+    @float32_outside_autocast
     @torch.no_grad()
     def enqueue(self, keys):
         """

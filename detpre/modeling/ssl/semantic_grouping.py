@@ -4,9 +4,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import float32_outside_autocast
+
 __all__ = ["SemanticGrouping", "attention_pool", "prototype_logits"]
 
 
+@float32_outside_autocast
 def prototype_logits(features, prototypes):
     """
     Cosine similarity of every pixel to every prototype.
@@ -23,6 +26,7 @@ def prototype_logits(features, prototypes):
     )
 
 
+@float32_outside_autocast
 def attention_pool(features, logits, temperature, eps=1e-6):
     """
     Slots by attention pooling: each prototype's slot is the average of the pixels weighted by

@@ -7,9 +7,12 @@ import torch
 import torch.distributed as dist
 from detectron2.utils import comm
 
+from .precision import float32_outside_autocast
+
 __all__ = ["sinkhorn_knopp"]
 
 
+@float32_outside_autocast
 @torch.no_grad()
 def sinkhorn_knopp(assignments, num_iters=3, distributed=True):
     """

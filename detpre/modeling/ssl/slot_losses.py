@@ -7,11 +7,13 @@ import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
 
+from .precision import float32_outside_autocast
 from .shuffle_bn import concat_all_gather
 
 __all__ = ["grouping_loss", "slot_contrast_loss", "valid_slots"]
 
 
+@float32_outside_autocast
 def grouping_loss(student_logits, teacher_logits, center, student_temp, teacher_temp, weights=None):
     """
     Per-pixel cross-entropy between the teacher's assignment ``softmax_k((t - c) / T_t)`` and the
@@ -61,6 +63,7 @@ def valid_slots(logits):
     return won.scatter_(1, winners, True)
 
 
+@float32_outside_autocast
 def slot_contrast_loss(query_slots, key_slots, query_valid, key_valid, predictor, temperature):
     """
     InfoNCE of slots: every slot valid in both views (its prototype wins pixels of the student's
