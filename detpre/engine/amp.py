@@ -9,7 +9,13 @@ import time
 import torch
 from detectron2.engine import AMPTrainer
 
-__all__ = ["PRECISIONS", "MixedPrecisionTrainer", "autocast_dtype", "device_type"]
+__all__ = [
+    "PRECISIONS",
+    "MixedPrecisionTrainer",
+    "autocast_dtype",
+    "device_type",
+    "half_precision_scaler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,21 @@ def device_type(device):
     return torch.device(device).type
 
 
+def half_precision_scaler(precision, device):
+    """
+    Args:
+        precision (torch.dtype): torch.float16 or torch.bfloat16.
+        device (str): the autocast device type.
+
+    Returns:
+        GradScaler: enabled for float16; disabled (a pass-through) for bfloat16, whose exponent
+        range is float32's, so gradients do not underflow.
+    """
+    if precision not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"mixed precision is float16 or bfloat16, got {precision}")
+    return torch.amp.GradScaler(device, enabled=precision == torch.float16)
+
+
 class MixedPrecisionTrainer(AMPTrainer):
     """
     Detectron2's ``AMPTrainer`` on any autocast device and at either half precision: float16 with
@@ -60,9 +81,7 @@ class MixedPrecisionTrainer(AMPTrainer):
             device (str): the autocast device type of the model ("cuda" or "cpu").
             kwargs: further arguments of ``AMPTrainer`` (``gather_metric_period``, ...).
         """
-        if precision not in (torch.float16, torch.bfloat16):
-            raise ValueError(f"mixed precision is float16 or bfloat16, got {precision}")
-        scaler = torch.amp.GradScaler(device, enabled=precision == torch.float16)
+        scaler = half_precision_scaler(precision, device)
         super().__init__(
             model, data_loader, optimizer, grad_scaler=scaler, precision=precision, **kwargs
         )

@@ -12,7 +12,7 @@ from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.mappers.finetune import RobustDatasetMapper
-from ..engine.amp import autocast_dtype, device_type
+from ..engine.amp import autocast_dtype, device_type, half_precision_scaler
 from ..engine.finetune_trainer import FinetuneTrainer
 from .loss_normalization import LossNormalizer
 from .mixed_loader import build_mixed_train_loader
@@ -54,11 +54,10 @@ class StudentStep(SimpleTrainer):
         self.amp = precision is not None
         self.grad_scaler = None
         if self.amp:
-            self.grad_scaler = torch.amp.GradScaler(device, enabled=precision == torch.float16)
+            self.grad_scaler = half_precision_scaler(precision, device)
 
     def _forward(self, data):
-        autocast = torch.autocast(self.device, dtype=self.precision) if self.amp else None
-        with autocast or contextlib.nullcontext():
+        with torch.autocast(self.device, dtype=self.precision, enabled=self.amp):
             loss_dict = self.model(data)
         return loss_dict, sum(loss_dict.values())
 
