@@ -19,6 +19,7 @@ import detpre.data.mappers.insloc_composition as insloc
 import detpre.data.mappers.two_views as two_views
 from detpre.config import add_detpre_config
 from detpre.data.build import PRETRAIN_MAPPER_REGISTRY, build_pretrain_mapper
+from detpre.data.image_io import ImageFile
 from detpre.data.mappers.insloc_composition import (
     InsLocCompositionMapper,
     paste,
@@ -206,11 +207,12 @@ def test_paste_geometry_matches_the_release(config, repo_root):
     expected_range = (base // 2, base - 1) if config is None else (base // 2, base)
     assert size_range == expected_range
     mapper = InsLocCompositionMapper(cfg, dataset_dicts=["unused.jpg"])
-    foregrounds = [np.zeros((h, w, 3), np.uint8) for h, w in FOREGROUND_SIZES]
-    background = np.zeros((base, base, 3), np.uint8)
     n = 20000
     random.seed(0)
-    ours = [mapper.compose(foregrounds[i % 12], background)[1] for i in range(n)]
+    ours = []
+    for i in range(n):
+        _, (h, w), (y0, x0) = mapper.sample_composition(*FOREGROUND_SIZES[i % 12])
+        ours.append([x0, y0, x0 + w, y0 + h])
     rng = np.random.default_rng(1)
     theirs = [
         release_paste_box(*FOREGROUND_SIZES[i % 12], rng, base=base, size_range=size_range)
@@ -251,13 +253,16 @@ def test_flip_box(width, data):
 # ---------------------------------------------------------------- the mapper
 
 
-def _cfg(fmt="BGR", flip=0.0, **insloc_opts):
+def _cfg(fmt="BGR", flip=0.0, draft=False, **insloc_opts):
+    # Full-size decodes by default: the pixel checks are the release's (draft decoding is
+    # checked against them in tests/test_image_file.py).
     cfg = get_cfg()
     add_detpre_config(cfg)
     cfg.INPUT.FORMAT = fmt
     a = cfg.INPUT.SSL_AUG
     a.COLOR_JITTER_PROB = a.GRAYSCALE_PROB = a.BLUR_PROB = 0.0
     a.FLIP_PROB = flip
+    a.DRAFT_DECODE = draft
     for k, v in insloc_opts.items():
         cfg.INSLOC[k] = v
     return cfg
@@ -293,14 +298,13 @@ def spies(monkeypatch):
         crops.append(sample_crop(*args, **kwargs))
         return crops[-1]
 
-    read_image = two_views.read_image
-
-    def spy_read(file_name, format=None):
-        reads.append(file_name)
-        return read_image(file_name, format)
+    class SpyFile(ImageFile):
+        def __init__(self, file_name, format="RGB"):
+            reads.append(file_name)
+            super().__init__(file_name, format)
 
     monkeypatch.setattr(insloc, "sample_crop", spy_crop)
-    monkeypatch.setattr(two_views, "read_image", spy_read)
+    monkeypatch.setattr(two_views, "ImageFile", SpyFile)
     return crops, reads
 
 

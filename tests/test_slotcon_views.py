@@ -34,6 +34,9 @@ def _cfg(repo_root, size=64, flip=0.0, aug=False, **slotcon):
     cfg.merge_from_file(os.path.join(repo_root, "configs/pretrain/slotcon_R50_C4_cpu_coco.yaml"))
     cfg.SLOTCON.CROP_SIZE = size
     cfg.INPUT.SSL_AUG.FLIP_PROB = flip
+    # Full-size decodes: the pixel checks are the release's rule (draft decoding is checked
+    # against full-size decodes in tests/test_image_file.py).
+    cfg.INPUT.SSL_AUG.DRAFT_DECODE = False
     if not aug:
         cfg.INPUT.SSL_AUG.COLOR_JITTER_PROB = cfg.INPUT.SSL_AUG.GRAYSCALE_PROB = 0.0
         cfg.SLOTCON.BLUR_PROBS = (0.0, 0.0)
@@ -126,7 +129,7 @@ def _reference_views(out, file_name, size):
     refs = []
     for view in out["views"]:
         x0, y0, x1, y1 = [int(v) for v in view["crop_box"].tolist()]
-        crop = slotcon_views._resize(image[y0:y1, x0:x1], size)
+        crop = slotcon_views._resize(image[y0:y1, x0:x1], size, size)
         refs.append(torch.from_numpy(crop).permute(2, 0, 1))
     return refs
 

@@ -86,6 +86,10 @@ def add_pixel_aug_config(cfg):
     _C.INPUT.SSL_AUG.BLUR_PROB = 0.5
     # Probability of a horizontal flip (boxes are flipped with the image).
     _C.INPUT.SSL_AUG.FLIP_PROB = 0.5
+    # Decode a JPEG at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling) when every crop a
+    # pretext mapper takes from it still keeps at least its output size; the sampled geometry is
+    # the same either way. False decodes every image at full size, as the releases do.
+    _C.INPUT.SSL_AUG.DRAFT_DECODE = True
 
 
 def add_insloc_config(cfg):

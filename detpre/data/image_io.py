@@ -1,18 +1,26 @@
 """
 Image reading with a clear error for unreadable files and a log line for PIL mode conversions.
 
-Detectron2's ``read_image`` decodes; this module only adds what a long run on real-world data needs:
-the name of the file in every error, and a note when PIL silently converts a grayscale, CMYK,
-palette or alpha image.
+Pixels are decoded as Detectron2's ``read_image`` does (EXIF orientation applied, then its
+``convert_PIL_to_numpy``); this module adds what a long run on real-world data needs: the name of
+the file in every error, a note when PIL silently converts a grayscale, CMYK, palette or alpha
+image, one read of each file (the header and the pixels come from the same bytes), and
+:class:`ImageFile`, which decodes a JPEG at a reduced size when the crops taken from it allow.
 """
 
+import io
 import logging
+import math
 
+import cv2
+import numpy as np
 from detectron2.data import detection_utils as utils
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-__all__ = ["CorruptImageError", "read_image", "read_image_size"]
+from .transforms.crops import resize_image, scale_crop
+
+__all__ = ["CorruptImageError", "ImageFile", "read_image", "read_image_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +33,8 @@ _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 # Files whose mode conversion was logged already (once per file and process).
 _LOGGED_CONVERSIONS = set()
+# The shrink factors libjpeg decodes at directly (DCT scaling), through PIL's draft mode.
+_DRAFT_FACTORS = (8, 4, 2)
 
 
 class CorruptImageError(OSError):
@@ -89,13 +99,7 @@ def read_image(file_name, format=None):
             f"Unknown image format {format!r} for {file_name}: use 'RGB', 'BGR', 'YUV-BT.601' "
             "or a PIL mode."
         )
-    try:
-        # Image.open reads the header only: the mode is known before detectron2 decodes.
-        with PathManager.open(file_name, "rb") as f, Image.open(f) as header:
-            _log_conversion(file_name, header, format)
-        return utils.read_image(file_name, format=format)
-    except _DECODE_ERRORS as e:
-        raise _corrupt(file_name, e) from e
+    return ImageFile(file_name, format).decode()
 
 
 def read_image_size(file_name):
@@ -121,3 +125,134 @@ def read_image_size(file_name):
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return height, width
+
+
+class ImageFile:
+    """
+    An image file read once: the constructor reads its bytes and parses its header (size, EXIF
+    orientation, mode); :meth:`decode` and :meth:`resized_crops` decode the pixels from those
+    bytes, at full size or, for a JPEG whose every crop allows it, at 1/2, 1/4 or 1/8 of it
+    (libjpeg's DCT scaling through PIL's draft mode, which skips most of the decoding work).
+
+    Sizes and crops are in the coordinates of the full-size image with its EXIF orientation
+    applied, whatever size is decoded: the geometry a caller samples does not depend on the
+    decoding.
+    """
+
+    def __init__(self, file_name, format="RGB"):
+        """
+        Args:
+            file_name (str): image path (any PathManager path).
+            format (str or None): "RGB", "BGR", "YUV-BT.601", another PIL mode, or None to keep
+                the file's own mode (see :func:`read_image`).
+
+        Raises:
+            CorruptImageError: the file is missing or its header cannot be parsed.
+            ValueError: ``format`` is not a format Detectron2 can read.
+        """
+        if format not in _EXTRA_FORMATS and format not in Image.MODES:
+            raise ValueError(
+                f"Unknown image format {format!r} for {file_name}: use 'RGB', 'BGR', "
+                "'YUV-BT.601' or a PIL mode."
+            )
+        self.file_name = file_name
+        self.format = format
+        try:
+            with PathManager.open(file_name, "rb") as f:
+                self._data = f.read()
+            with self._open() as header:
+                stored_width, stored_height = header.size
+                self.is_jpeg = header.format == "JPEG"
+                transposed = _exif_orientation(header) in _TRANSPOSING_ORIENTATIONS
+                _log_conversion(file_name, header, format)
+        except _DECODE_ERRORS as e:
+            raise _corrupt(file_name, e) from e
+        self.height, self.width = (
+            (stored_width, stored_height) if transposed else (stored_height, stored_width)
+        )
+        self._transposed = transposed
+
+    def _open(self):
+        return Image.open(io.BytesIO(self._data))
+
+    @property
+    def shape(self):
+        """tuple[int, int]: (height, width) of the full-size image, EXIF orientation applied."""
+        return self.height, self.width
+
+    def draft_factor(self, reduction):
+        """
+        Args:
+            reduction (float): the largest acceptable shrink factor of each side.
+
+        Returns:
+            int: the factor :meth:`decode` shrinks by: the largest of 8, 4, 2 not above
+            ``reduction`` for a JPEG, else 1.
+        """
+        if not self.is_jpeg:
+            return 1
+        return next((f for f in _DRAFT_FACTORS if f <= reduction), 1)
+
+    def decode(self, reduction=1.0):
+        """
+        Args:
+            reduction (float): the largest acceptable shrink factor of each side (>= 1). A JPEG
+                decodes at 1 / :meth:`draft_factor`, each side rounded up (so never below
+                ``side / reduction``); other formats at full size.
+
+        Returns:
+            np.ndarray: (h, w, C) in ``format``, uint8 (float for "YUV-BT.601"); (h, w) ==
+            :attr:`shape` at full size.
+
+        Raises:
+            CorruptImageError: the pixels cannot be decoded (e.g. a truncated file).
+        """
+        factor = self.draft_factor(reduction)
+        try:
+            with self._open() as image:
+                if factor > 1:
+                    w, h = image.size
+                    image.draft(None, (math.ceil(w / factor), math.ceil(h / factor)))
+                image = utils._apply_exif_orientation(image)
+                mode = "RGB" if self.format == "BGR" else self.format
+                if image.mode == mode:
+                    array = np.asarray(image)  # PIL's convert to its own mode only copies
+                else:
+                    array = utils.convert_PIL_to_numpy(image, mode)
+        except _DECODE_ERRORS as e:
+            raise _corrupt(self.file_name, e) from e
+        if self.format == "BGR":
+            # Detectron2's BGR is a reversed-stride view, ~100x slower to copy than this.
+            return cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+        return array
+
+    def resized_crops(self, crops, sizes, resize=resize_image, reduce=True):
+        """
+        Crops of the image resized to their output sizes, from one decode at the largest JPEG
+        reduction that keeps every crop at least as large as its output on both sides.
+
+        Args:
+            crops (list[tuple[int, int, int, int]]): (y, x, h, w) per crop, in pixels of the
+                full-size image (:attr:`shape`).
+            sizes (list[tuple[int, int]]): (out_h, out_w) per crop.
+            resize (callable): (image (h, w, C), out_h, out_w) -> (out_h, out_w, C) array.
+            reduce (bool): allow the reduced decode (False: always full size, the crops' pixels
+                exactly those of :func:`read_image`).
+
+        Returns:
+            list[np.ndarray]: (out_h, out_w, C) per crop. At a reduction each crop's bounds are
+            rounded to the decoded grid: they move by at most half a decoded pixel, under half an
+            output pixel.
+        """
+        if len(crops) != len(sizes):
+            raise ValueError(f"{len(crops)} crops but {len(sizes)} output sizes")
+        reduction = 1.0
+        if reduce and crops:
+            reduction = min(min(h / oh, w / ow) for (_, _, h, w), (oh, ow) in zip(crops, sizes))
+        image = self.decode(reduction)
+        scale_y, scale_x = image.shape[0] / self.height, image.shape[1] / self.width
+        out = []
+        for crop, (oh, ow) in zip(crops, sizes):
+            y, x, h, w = scale_crop(crop, scale_y, scale_x, image.shape[:2])
+            out.append(resize(image[y : y + h, x : x + w], oh, ow))
+        return out

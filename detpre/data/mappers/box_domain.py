@@ -115,4 +115,5 @@ class BoxDomainMapper(TwoViewsMapper):
         if len(boxes) == 0:
             self.num_without_proposals += 1
             return None
+        image = image.decode()  # full size: the views are resized up to ALIGNDET.MAX_SIZE
         return [self.make_box_view(image, boxes) for _ in range(2)]

@@ -10,6 +10,7 @@ from detectron2.config import configurable
 from detectron2.data.common import DatasetFromList
 
 from ..build import PRETRAIN_MAPPER_REGISTRY, get_pretrain_dicts
+from ..image_io import CorruptImageError
 from ..transforms.crops import resize_image, sample_crop
 from .two_views import TwoViewsMapper, check_range
 
@@ -23,6 +24,14 @@ __all__ = [
 
 # The release rescales foregrounds and resizes backgrounds with mmcv's default, bilinear.
 _INTERPOLATION = cv2.INTER_LINEAR
+
+
+# What _read_background returns when the dataset image itself is drawn as a background.
+_OWN_IMAGE = object()
+
+
+def _resize(image, height, width):
+    return resize_image(image, height, width, _INTERPOLATION)
 
 
 def sample_paste_size(size_range, rng=random):
@@ -131,10 +140,12 @@ class InsLocCompositionMapper(TwoViewsMapper):
     resized to ``background_size`` squared, is the view and its box is the whole view; no
     background is read.
 
-    Each image is decoded once per call: the foreground for both crops, each background once
-    (twice the same background is decoded and resized once). A background that cannot be read is
-    logged, added to ``unreadable_files`` (never drawn again by this mapper) and replaced by
-    another.
+    Each file is read and decoded once per call: the foreground for both crops (and for itself
+    as a background), each background once (twice the same background is decoded and resized
+    once); with ``draft_decode`` a JPEG decodes at 1/2, 1/4 or 1/8 of its size where its crops
+    allow (:meth:`ImageFile.resized_crops`), the sampled geometry unchanged. A background that
+    cannot be read is logged, added to ``unreadable_files`` (never drawn again by this mapper) and
+    replaced by another.
     """
 
     @configurable
@@ -150,6 +161,7 @@ class InsLocCompositionMapper(TwoViewsMapper):
         image_format,
         pixel_aug,
         flip_prob,
+        draft_decode=True,
     ):
         """
         Args:
@@ -161,9 +173,14 @@ class InsLocCompositionMapper(TwoViewsMapper):
             paste_size_range (tuple[int, int]): (low, high): the integers w and h the crop is
                 rescaled to are drawn from ``[low, high)``; ``high <= background_size``.
             background_size (int): side of the square views.
-            image_format, pixel_aug, flip_prob: see :class:`TwoViewsMapper`.
+            image_format, pixel_aug, flip_prob, draft_decode: see :class:`TwoViewsMapper`.
         """
-        super().__init__(image_format=image_format, pixel_aug=pixel_aug, flip_prob=flip_prob)
+        super().__init__(
+            image_format=image_format,
+            pixel_aug=pixel_aug,
+            flip_prob=flip_prob,
+            draft_decode=draft_decode,
+        )
         names = [d["file_name"] if isinstance(d, dict) else d for d in dataset_dicts]
         if not names:
             raise ValueError(
@@ -224,47 +241,76 @@ class InsLocCompositionMapper(TwoViewsMapper):
             if name not in excluded:
                 return name
 
-    def _read_background(self, foreground, foreground_image, cache):
-        """A background resized to the view size (from ``cache`` if this call read it already)."""
+    def _read_background(self, foreground, cache):
+        """
+        A background resized to the view size (from ``cache`` if this call read it already), or
+        the marker ``_OWN_IMAGE`` when the dataset image itself is drawn (it is resized with its
+        crops, from the same decode).
+        """
+        s = self.background_size
         while True:
             name = self.sample_background_file(foreground)
+            if name == foreground:
+                return _OWN_IMAGE
             if name in cache:
                 return cache[name]
-            image = foreground_image if name == foreground else self.read(name, skip=False)
-            if image is not None:
-                s = self.background_size
-                cache[name] = resize_image(image, s, s, _INTERPOLATION)
-                return cache[name]
+            image = self.open(name, skip=False)
+            if image is None:
+                continue
+            try:
+                (cache[name],) = self.resized_crops(
+                    image, [(0, 0, *image.shape)], [(s, s)], resize=_resize
+                )
+            except CorruptImageError as e:
+                self.unreadable(e, skip=False)
+                continue
+            return cache[name]
 
-    def compose(self, foreground, background):
+    def sample_composition(self, height, width):
         """
-        One composed view, before flip and pixel augmentation.
+        The geometry of one composed view (before its background is known).
 
         Args:
-            foreground (np.ndarray): (H, W, 3) uint8 dataset image.
-            background (np.ndarray or None): (S, S, 3) uint8 resized background, S =
-                ``background_size``; not modified. None when ``composition`` is False.
+            height, width (int): size of the dataset image.
 
         Returns:
-            tuple[np.ndarray, list[int]]: the (S, S, 3) view and its XYXY box.
+            tuple: the crop (y, x, h, w) in the dataset image, the (h, w) it is resized to, and
+            the (y0, x0) where it is pasted (None without composition).
         """
-        y, x, h, w = sample_crop(*foreground.shape[:2], self.crop_scale, self.crop_ratio)
-        crop = foreground[y : y + h, x : x + w]
+        y, x, h, w = sample_crop(height, width, self.crop_scale, self.crop_ratio)
         s = self.background_size
         if not self.composition:
-            return resize_image(crop, s, s, _INTERPOLATION), [0, 0, s, s]
+            return (y, x, h, w), (s, s), None
         new_h, new_w = rescale_size(h, w, *sample_paste_size(self.paste_size_range))
-        patch = resize_image(crop, new_h, new_w, _INTERPOLATION)
-        canvas = background.copy()
-        box = paste(canvas, patch, *sample_position(s, s, *patch.shape[:2]))
-        return canvas, box
+        return (y, x, h, w), (new_h, new_w), sample_position(s, s, new_h, new_w)
 
     def make_views(self, image, dataset_dict):
-        cache = {}
-        views = []
+        """
+        For each view: the background drawn (and decoded, resized), then the crop, its paste
+        size and position, the draws of the release in its order; then the dataset image is
+        decoded once for both crops (and for itself as a background, if drawn), at the largest
+        JPEG reduction they all allow; then each view is composed, flipped and augmented.
+        """
+        foreground = dataset_dict["file_name"]
+        s = self.background_size
+        cache, backgrounds, plans = {}, [], []
         for _ in range(2):
-            background = None
             if self.composition:
-                background = self._read_background(dataset_dict["file_name"], image, cache)
-            views.append(self.make_view(*self.compose(image, background)))
+                backgrounds.append(self._read_background(foreground, cache))
+            plans.append(self.sample_composition(*image.shape))
+        crops = [crop for crop, _, _ in plans]
+        sizes = [size for _, size, _ in plans]
+        if any(b is _OWN_IMAGE for b in backgrounds):
+            crops.append((0, 0, *image.shape))
+            sizes.append((s, s))
+        patches = self.resized_crops(image, crops, sizes, resize=_resize)
+        views = []
+        for i, (_, _, position) in enumerate(plans):
+            if position is None:
+                views.append(self.make_view(patches[i], [0, 0, s, s]))
+                continue
+            background = patches[-1] if backgrounds[i] is _OWN_IMAGE else backgrounds[i]
+            canvas = background.copy()
+            box = paste(canvas, patches[i], *position)
+            views.append(self.make_view(canvas, box))
         return views

@@ -6,18 +6,28 @@ LOCA's views: one reference crop and several query crops of an image, with the g
 import random
 
 import cv2
-import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes
 from torchvision.transforms.v2 import functional as TF
 
 from ..build import PRETRAIN_MAPPER_REGISTRY
-from ..transforms.crops import resize_image, sample_crop, sample_distorted_crop
+from ..transforms.crops import (
+    chw_tensor,
+    hflip_image,
+    resize_image,
+    sample_crop,
+    sample_distorted_crop,
+)
 from ..transforms.pixel_aug import PixelAugmentation
 from .two_views import TwoViewsMapper, check_range
 
 __all__ = ["LocaViewsMapper", "ViewAugmentation"]
+
+
+def _bilinear(image, height, width):
+    # Bilinear at every factor, as the release's tf.image.resize (no antialiasing).
+    return resize_image(image, height, width, cv2.INTER_LINEAR)
 
 
 class ViewAugmentation:
@@ -93,6 +103,7 @@ class LocaViewsMapper(TwoViewsMapper):
         query_aug,
         focal_aug,
         image_format,
+        draft_decode=True,
     ):
         """
         Args:
@@ -108,8 +119,14 @@ class LocaViewsMapper(TwoViewsMapper):
                 "torchvision" as ``RandomResizedCrop`` (:func:`sample_crop`).
             reference_aug, query_aug, focal_aug (callable): uint8 (3, S, S) -> uint8 (3, S, S).
             image_format (str): INPUT.FORMAT, "RGB" or "BGR".
+            draft_decode (bool): see :class:`TwoViewsMapper`.
         """
-        super().__init__(image_format=image_format, pixel_aug=query_aug, flip_prob=query_flip_prob)
+        super().__init__(
+            image_format=image_format,
+            pixel_aug=query_aug,
+            flip_prob=query_flip_prob,
+            draft_decode=draft_decode,
+        )
         for key, size in (
             ("REFERENCE_SIZE", reference_size),
             ("QUERY_SIZE", query_size),
@@ -192,6 +209,7 @@ class LocaViewsMapper(TwoViewsMapper):
             "query_aug": augmentation(1),
             "focal_aug": augmentation(2),
             "image_format": cfg.INPUT.FORMAT,
+            "draft_decode": cfg.INPUT.SSL_AUG.DRAFT_DECODE,
         }
 
     @property
@@ -201,22 +219,24 @@ class LocaViewsMapper(TwoViewsMapper):
     def make_views(self, image, dataset_dict):
         """
         Args:
-            image (np.ndarray): (H, W, 3) uint8, the decoded dataset image.
+            image (ImageFile): the dataset image (decoded once, for all views).
             dataset_dict (dict): its dataset dict (unused).
 
         Returns:
             list[dict]: [reference, large query, focal queries...], see the class docstring.
         """
-        height, width = image.shape[:2]
-        views = []
+        # The crops and flips first (the release's draws, in its order), then one decode for all.
+        crops, flips = [], []
         for side, scale, flip_prob, aug in self.specs:
-            y, x, h, w = self.sample_crop(height, width, scale, self.crop_ratio)
-            # Bilinear at every factor, as the release's tf.image.resize (no antialiasing).
-            view = resize_image(image[y : y + h, x : x + w], side, side, cv2.INTER_LINEAR)
-            flipped = random.random() < flip_prob
-            if flipped:
-                view = view[:, ::-1]
-            tensor = torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1)))
+            crops.append(self.sample_crop(*image.shape, scale, self.crop_ratio))
+            flips.append(random.random() < flip_prob)
+        sizes = [(side, side) for side, _, _, _ in self.specs]
+        resized = self.resized_crops(image, crops, sizes, resize=_bilinear)
+        views = []
+        for (side, _, _, aug), (y, x, h, w), view, flipped in zip(
+            self.specs, crops, resized, flips
+        ):
+            tensor = chw_tensor(hflip_image(view) if flipped else view)
             views.append(
                 {
                     "image": aug(tensor),

@@ -7,7 +7,6 @@ import math
 import random
 
 import cv2
-import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes
@@ -15,7 +14,13 @@ from fvcore.transforms.transform import HFlipTransform
 from torchvision.transforms import v2
 
 from ..build import PRETRAIN_MAPPER_REGISTRY
-from ..transforms.crops import AREA_INTERPOLATION_FACTOR, resize_image, sample_crop
+from ..transforms.crops import (
+    AREA_INTERPOLATION_FACTOR,
+    chw_tensor,
+    hflip_image,
+    resize_image,
+    sample_crop,
+)
 from ..transforms.pixel_aug import PixelAugmentation
 from .two_views import TwoViewsMapper, check_range
 
@@ -62,13 +67,13 @@ def sample_overlapping_crop(
     return sample_crop(height, width, scale, ratio, rng=rng)
 
 
-def _resize(image, size):
+def _resize(image, height, width):
     # Bicubic as the release (PIL); area averaging where a side shrinks a lot (PIL's bicubic
     # filter widens with the shrink factor, OpenCV's does not).
     h, w = image.shape[:2]
-    if max(h, w) > AREA_INTERPOLATION_FACTOR * size:
-        return resize_image(image, size, size)
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
+    if max(h / height, w / width) > AREA_INTERPOLATION_FACTOR:
+        return resize_image(image, height, width)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
 @PRETRAIN_MAPPER_REGISTRY.register()
@@ -100,6 +105,7 @@ class SlotConViewsMapper(TwoViewsMapper):
         solarize_probs,
         image_format,
         flip_prob,
+        draft_decode=True,
     ):
         """
         Args:
@@ -110,9 +116,14 @@ class SlotConViewsMapper(TwoViewsMapper):
             overlap_tries (int): draws of the second crop before an unconstrained one.
             pixel_augs (tuple[callable, callable]): colour jitter, grayscale and blur of each view.
             solarize_probs (tuple[float, float]): solarization probability of each view.
-            image_format, flip_prob: see :class:`TwoViewsMapper`.
+            image_format, flip_prob, draft_decode: see :class:`TwoViewsMapper`.
         """
-        super().__init__(image_format=image_format, pixel_aug=None, flip_prob=flip_prob)
+        super().__init__(
+            image_format=image_format,
+            pixel_aug=None,
+            flip_prob=flip_prob,
+            draft_decode=draft_decode,
+        )
         if crop_size < 1:
             raise ValueError(f"SLOTCON.CROP_SIZE={crop_size} must be a positive side in pixels")
         if not 0.0 <= min_overlap <= 1.0:
@@ -164,6 +175,7 @@ class SlotConViewsMapper(TwoViewsMapper):
             "solarize_probs": tuple(cfg.SLOTCON.SOLARIZE_PROBS),
             "image_format": base["image_format"],
             "flip_prob": base["flip_prob"],
+            "draft_decode": base["draft_decode"],
         }
 
     def sample_crops(self, height, width):
@@ -188,13 +200,12 @@ class SlotConViewsMapper(TwoViewsMapper):
 
     def make_views(self, image, dataset_dict):
         s = self.crop_size
+        crops = self.sample_crops(*image.shape)
+        resized = self.resized_crops(image, crops, [(s, s)] * len(crops), resize=_resize)
         views = []
-        for i, (y, x, h, w) in enumerate(self.sample_crops(*image.shape[:2])):
-            view = _resize(image[y : y + h, x : x + w], s)
-            tfm = self.flip.get_transform(view)
-            view = tfm.apply_image(view)
-            tensor = torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1)))
-            tensor = self.pixel_augs[i](tensor)
+        for i, ((y, x, h, w), view) in enumerate(zip(crops, resized)):
+            flipped = isinstance(self.flip.get_transform(view), HFlipTransform)
+            tensor = self.pixel_augs[i](chw_tensor(hflip_image(view) if flipped else view))
             if torch.rand(1).item() < self.solarize_probs[i]:
                 tensor = v2.functional.solarize(tensor, threshold=128)
             views.append(
@@ -202,7 +213,7 @@ class SlotConViewsMapper(TwoViewsMapper):
                     "image": tensor,
                     "boxes": Boxes(torch.tensor([[0.0, 0.0, s, s]])),
                     "crop_box": torch.tensor([x, y, x + w, y + h], dtype=torch.float32),
-                    "flipped": isinstance(tfm, HFlipTransform),
+                    "flipped": flipped,
                 }
             )
         return views

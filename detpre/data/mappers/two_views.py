@@ -11,16 +11,16 @@ absolute pixels of that view}``, or None when the image cannot be read (Detectro
 
 import logging
 
-import cv2
 import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes
+from fvcore.transforms.transform import HFlipTransform
 
 from ..build import PRETRAIN_MAPPER_REGISTRY
-from ..image_io import CorruptImageError, read_image
-from ..transforms.crops import resize_image, sample_crop
+from ..image_io import CorruptImageError, ImageFile
+from ..transforms.crops import chw_tensor, hflip_image, resize_image, sample_crop
 from ..transforms.pixel_aug import PixelAugmentation
 
 __all__ = ["TwoViewsMapper", "TwoCropsMapper"]
@@ -55,12 +55,14 @@ class TwoViewsMapper:
     :meth:`make_views`.
     """
 
-    def __init__(self, *, image_format, pixel_aug, flip_prob):
+    def __init__(self, *, image_format, pixel_aug, flip_prob, draft_decode=True):
         """
         Args:
             image_format (str): INPUT.FORMAT, "RGB" or "BGR".
             pixel_aug (callable): uint8 (3, H, W) tensor -> uint8 (3, H, W) tensor.
             flip_prob (float): probability of a horizontal flip of each view.
+            draft_decode (bool): decode a JPEG at 1/2, 1/4 or 1/8 size when every crop taken
+                from it still keeps at least its output size (:meth:`ImageFile.resized_crops`).
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT={image_format!r}: pretext mappers read 'RGB' or 'BGR'")
@@ -69,6 +71,7 @@ class TwoViewsMapper:
         self.image_format = image_format
         self.pixel_aug = pixel_aug
         self.flip = T.RandomFlip(prob=flip_prob, horizontal=True, vertical=False)
+        self.draft_decode = bool(draft_decode)
         # Per process (each loader worker keeps its own, and logs them with every failure): the
         # dataset images skipped because they could not be read, and every unreadable file seen.
         self.num_skipped = 0
@@ -82,34 +85,58 @@ class TwoViewsMapper:
             "image_format": cfg.INPUT.FORMAT,
             "pixel_aug": PixelAugmentation(cfg),
             "flip_prob": cfg.INPUT.SSL_AUG.FLIP_PROB,
+            "draft_decode": cfg.INPUT.SSL_AUG.DRAFT_DECODE,
         }
 
-    def read(self, file_name, skip=True):
+    def unreadable(self, error, skip=True):
+        """
+        Log an unreadable file, add it to ``unreadable_files`` and count a skipped image.
+
+        Args:
+            error (CorruptImageError): the failure, naming the file.
+            skip (bool): whether the dataset image is skipped (counted in ``num_skipped``) or
+                only this file (e.g. a background, which the caller replaces).
+        """
+        self.unreadable_files.add(error.file_name)
+        self.num_skipped += int(skip)
+        action = "skipping the image" if skip else "drawing another"
+        logger.warning(
+            f"{type(self).__name__}: {error}; {action} ({self.num_skipped} images skipped, "
+            f"{len(self.unreadable_files)} unreadable files so far)"
+        )
+
+    def open(self, file_name, skip=True):
         """
         Args:
             file_name (str): image path.
-            skip (bool): whether a failure skips the dataset image (counted in ``num_skipped``)
-                or only this file (e.g. a background, which the caller replaces).
+            skip (bool): see :meth:`unreadable`.
 
         Returns:
-            np.ndarray or None: (H, W, 3) uint8 in ``image_format``; None, logged with the file
-            name and added to ``unreadable_files``, when the file is missing or undecodable.
+            ImageFile or None: the file read once, header parsed, in ``image_format``; None
+            (logged, see :meth:`unreadable`) when it is missing or its header is unreadable.
         """
         try:
-            image = read_image(file_name, format="RGB")
+            return ImageFile(file_name, self.image_format)
         except CorruptImageError as e:
-            self.unreadable_files.add(file_name)
-            self.num_skipped += int(skip)
-            action = "skipping the image" if skip else "drawing another"
-            logger.warning(
-                f"{type(self).__name__}: {e}; {action} ({self.num_skipped} images skipped, "
-                f"{len(self.unreadable_files)} unreadable files so far)"
-            )
+            self.unreadable(e, skip)
             return None
-        if self.image_format == "BGR":
-            # Detectron2's BGR is a reversed-stride view, ~100x slower to copy than this.
-            return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        return image
+
+    def resized_crops(self, image, crops, sizes, resize=resize_image):
+        """
+        Args:
+            image (ImageFile): the opened file.
+            crops (list[tuple[int, int, int, int]]): (y, x, h, w) in its full-size pixels.
+            sizes (list[tuple[int, int]]): (out_h, out_w) per crop.
+            resize (callable): see :meth:`ImageFile.resized_crops`.
+
+        Returns:
+            list[np.ndarray]: (out_h, out_w, 3) uint8 per crop, decoded once (at a reduced size
+            where ``draft_decode`` and the crops allow).
+
+        Raises:
+            CorruptImageError: the pixels cannot be decoded.
+        """
+        return image.resized_crops(crops, sizes, resize=resize, reduce=self.draft_decode)
 
     def make_view(self, image, box):
         """
@@ -123,22 +150,26 @@ class TwoViewsMapper:
         """
         boxes = np.asarray([box], dtype=np.float64)
         tfm = self.flip.get_transform(image)
-        image = tfm.apply_image(image)
+        if isinstance(tfm, HFlipTransform):
+            image = hflip_image(image)
         boxes = tfm.apply_box(boxes)
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {
-            "image": self.pixel_aug(tensor),
+            "image": self.pixel_aug(chw_tensor(image)),
             "boxes": Boxes(torch.as_tensor(boxes, dtype=torch.float32)),
         }
 
     def make_views(self, image, dataset_dict):
         """
         Args:
-            image (np.ndarray): (H, W, 3) uint8, the decoded dataset image.
+            image (ImageFile): the dataset image, read and its header parsed; its pixels are
+                decoded by the subclass (:meth:`resized_crops` or ``image.decode()``).
             dataset_dict (dict): its dataset dict.
 
         Returns:
             list[dict] or None: [query_view, key_view], or None to skip the image.
+
+        Raises:
+            CorruptImageError: the image's pixels cannot be decoded (the image is skipped).
         """
         raise NotImplementedError
 
@@ -151,10 +182,16 @@ class TwoViewsMapper:
             dict or None: ``{"file_name", "image_id", "views"}``; None skips the image.
         """
         file_name = dataset_dict["file_name"]
-        image = self.read(file_name)
+        image = self.open(file_name)
         if image is None:
             return None
-        views = self.make_views(image, dataset_dict)
+        try:
+            views = self.make_views(image, dataset_dict)
+        except CorruptImageError as e:
+            if e.file_name != file_name:
+                raise
+            self.unreadable(e)
+            return None
         if views is None:
             return None
         return {"file_name": file_name, "image_id": dataset_dict.get("image_id"), "views": views}
@@ -170,15 +207,22 @@ class TwoCropsMapper(TwoViewsMapper):
     """
 
     @configurable
-    def __init__(self, *, crop_size, crop_scale, crop_ratio, image_format, pixel_aug, flip_prob):
+    def __init__(
+        self, *, crop_size, crop_scale, crop_ratio, image_format, pixel_aug, flip_prob, draft_decode
+    ):
         """
         Args:
             crop_size (int): side of each square view.
             crop_scale (tuple[float, float]): crop area range, as a fraction of the image.
             crop_ratio (tuple[float, float]): crop aspect-ratio range (log-uniform).
-            image_format, pixel_aug, flip_prob: see :class:`TwoViewsMapper`.
+            image_format, pixel_aug, flip_prob, draft_decode: see :class:`TwoViewsMapper`.
         """
-        super().__init__(image_format=image_format, pixel_aug=pixel_aug, flip_prob=flip_prob)
+        super().__init__(
+            image_format=image_format,
+            pixel_aug=pixel_aug,
+            flip_prob=flip_prob,
+            draft_decode=draft_decode,
+        )
         if crop_size < 1:
             raise ValueError(f"MOCO.CROP_SIZE={crop_size} must be a positive side in pixels")
         self.crop_size = int(crop_size)
@@ -197,9 +241,6 @@ class TwoCropsMapper(TwoViewsMapper):
 
     def make_views(self, image, dataset_dict):
         s = self.crop_size
-        views = []
-        for _ in range(2):
-            y, x, h, w = sample_crop(*image.shape[:2], self.crop_scale, self.crop_ratio)
-            view = resize_image(image[y : y + h, x : x + w], s, s)
-            views.append(self.make_view(view, (0, 0, s, s)))
-        return views
+        crops = [sample_crop(*image.shape, self.crop_scale, self.crop_ratio) for _ in range(2)]
+        views = self.resized_crops(image, crops, [(s, s)] * 2)
+        return [self.make_view(view, (0, 0, s, s)) for view in views]

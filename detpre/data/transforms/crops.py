@@ -1,6 +1,6 @@
 """
-Crop geometry shared by the pretext mappers: random-resized-crop parameters, uint8 resizes and
-horizontal box flips. Pure functions on numbers and arrays; randomness comes from an ``rng``
+Crop geometry shared by the pretext mappers: random-resized-crop parameters, uint8 resizes,
+horizontal flips of boxes and images, and the HWC-array-to-CHW-tensor step. Pure functions on numbers and arrays; randomness comes from an ``rng``
 argument with Python's ``random`` interface (the module itself by default, which Detectron2's
 data loader seeds in every worker).
 """
@@ -10,14 +10,18 @@ import random
 
 import cv2
 import numpy as np
+import torch
 from fvcore.transforms.transform import HFlipTransform
 
 __all__ = [
     "AREA_INTERPOLATION_FACTOR",
+    "chw_tensor",
     "flip_box",
+    "hflip_image",
     "resize_image",
     "sample_crop",
     "sample_distorted_crop",
+    "scale_crop",
 ]
 
 # Shrink factor beyond which resize_image averages areas instead of sampling bilinearly.
@@ -122,6 +126,32 @@ def sample_distorted_crop(height, width, scale, ratio, rng=random, max_attempts=
     return 0, 0, height, width
 
 
+def scale_crop(crop, scale_y, scale_x, shape):
+    """
+    A crop of a full-size image mapped onto the same image decoded at another size: each bound
+    scaled and rounded to the nearest pixel of the decoded grid, at least one pixel kept.
+
+    Args:
+        crop (tuple[int, int, int, int]): (y, x, h, w) in full-size pixels.
+        scale_y, scale_x (float): decoded size / full size, per axis.
+        shape (tuple[int, int]): (height, width) of the decoded image.
+
+    Returns:
+        tuple[int, int, int, int]: (y, x, h, w) in decoded pixels, inside ``shape``; ``crop``
+        itself when both scales are 1.
+    """
+    if scale_y == 1 and scale_x == 1:
+        return tuple(crop)
+    y, x, h, w = crop
+    bounds = []
+    for start, length, scale, size in ((y, h, scale_y, shape[0]), (x, w, scale_x, shape[1])):
+        lo = min(int(math.floor(start * scale + 0.5)), size - 1)
+        hi = min(max(int(math.floor((start + length) * scale + 0.5)), lo + 1), size)
+        bounds.append((lo, hi - lo))
+    (y, h), (x, w) = bounds
+    return y, x, h, w
+
+
 def resize_image(image, height, width, interpolation=None):
     """
     Resize a uint8 image with OpenCV: bilinear, or area averaging when a side shrinks by more
@@ -162,3 +192,31 @@ def flip_box(boxes, width):
         np.ndarray: (N, 4) mirrored boxes, still XYXY with x0 <= x1.
     """
     return HFlipTransform(width).apply_box(np.asarray(boxes, dtype=np.float64))
+
+
+def hflip_image(image):
+    """
+    Args:
+        image (np.ndarray): (H, W, C) or (H, W), uint8.
+
+    Returns:
+        np.ndarray: the mirrored image, C-contiguous (OpenCV's flip: ~40x faster than copying
+        numpy's reversed view).
+    """
+    out = cv2.flip(np.ascontiguousarray(image), 1)
+    return out.reshape(image.shape)
+
+
+def chw_tensor(image):
+    """
+    Args:
+        image (np.ndarray): (H, W, C) uint8, C <= 4.
+
+    Returns:
+        Tensor: (C, H, W) uint8, contiguous (planes split by OpenCV: ~6x faster than a strided
+        transpose copy).
+    """
+    image = np.ascontiguousarray(image)
+    if image.shape[2] == 1:
+        return torch.from_numpy(image.transpose(2, 0, 1).copy())
+    return torch.from_numpy(np.stack(cv2.split(image)))

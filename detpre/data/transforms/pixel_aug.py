@@ -3,16 +3,80 @@ MoCo-v2's pixel augmentation (colour jitter, grayscale, Gaussian blur) on uint8 
 """
 
 import cv2
+import numpy as np
 import torch
 from detectron2.config import configurable
 from torchvision.transforms import v2
 
-__all__ = ["PixelAugmentation"]
+from .crops import chw_tensor
+
+__all__ = ["ColorJitter", "PixelAugmentation", "adjust_hue", "hwc_array"]
 
 # SimCLR / torchvision convention: the blur kernel spans ~10% of the image side (23 px at 224);
 # configs set it with INPUT.SSL_AUG.BLUR_KERNEL_FRACTION.
 _BLUR_KERNEL_FRACTION = 0.1
 _FORMATS = ("RGB", "BGR")
+
+
+def hwc_array(image):
+    """
+    Args:
+        image (Tensor): (C, H, W) uint8 on the CPU, C <= 4.
+
+    Returns:
+        np.ndarray: (H, W, C) uint8, C-contiguous (planes merged by OpenCV: ~6x faster than a
+        strided transpose copy).
+    """
+    planes = [p.numpy() for p in image.contiguous()]
+    return cv2.merge(planes).reshape(image.shape[1], image.shape[2], image.shape[0])
+
+
+def adjust_hue(image, hue_factor):
+    """
+    torchvision's ``adjust_hue`` on a uint8 RGB tensor, through OpenCV's float32 HSV conversion:
+    the same rule (hue rotated by ``hue_factor`` turns in float HSV, then scaled back to uint8 by
+    ``x * 255.999`` truncated, as ``to_dtype``), 3 to 4x faster on one core. Pixels differ from
+    torchvision's by at most one level, where float rounding falls on the other side of a level
+    (6e-5 of the pixels on ImageNet images).
+
+    Args:
+        image (Tensor): (3, H, W) uint8, RGB.
+        hue_factor (float): in [-0.5, 0.5], a fraction of a full turn.
+
+    Returns:
+        Tensor: (3, H, W) uint8.
+    """
+    if not -0.5 <= hue_factor <= 0.5:
+        raise ValueError(f"hue_factor={hue_factor} is not in [-0.5, 0.5]")
+    hwc = hwc_array(image).astype(np.float32)
+    hwc *= 1.0 / 255.0
+    hsv = cv2.cvtColor(hwc, cv2.COLOR_RGB2HSV, dst=hwc)  # H in degrees [0, 360)
+    hue = hsv[..., 0]
+    hue += hue_factor * 360.0
+    hue[hue >= 360.0] -= 360.0
+    hue[hue < 0.0] += 360.0
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=hsv)
+    rgb *= 255.999
+    return chw_tensor(rgb.astype(np.uint8))
+
+
+class ColorJitter(v2.ColorJitter):
+    """
+    torchvision's ``v2.ColorJitter`` (same parameters, same random draws, same order of the four
+    operations) whose hue step on uint8 tensors is :func:`adjust_hue`: the hue rotation is most of
+    the jitter's time with torchvision's tensor kernel.
+    """
+
+    def _call_kernel(self, functional, inpt, *args, **kwargs):
+        if (
+            functional is v2.functional.adjust_hue
+            and type(inpt) is torch.Tensor
+            and inpt.dtype == torch.uint8
+            and inpt.dim() == 3
+            and inpt.shape[0] == 3
+        ):
+            return adjust_hue(inpt, *args, **kwargs)
+        return super()._call_kernel(functional, inpt, *args, **kwargs)
 
 
 class PixelAugmentation:
@@ -26,8 +90,8 @@ class PixelAugmentation:
     3. Gaussian blur with sigma ~ U(blur_sigma) with probability ``blur_prob``; the kernel side is
        ``blur_kernel_fraction`` of the shorter image side, made odd (23 at 224, 25 at 256).
 
-    Colour operations are torchvision ``transforms.v2`` on uint8 tensors, in RGB: a "BGR" image is
-    reordered before and after them. The blur is OpenCV's separable ``GaussianBlur`` (same
+    Colour operations are torchvision ``transforms.v2`` on uint8 tensors, in RGB (a "BGR" image is
+    reordered before and after them), the hue step through OpenCV (:class:`ColorJitter`). The blur is OpenCV's separable ``GaussianBlur`` (same
     reflect-101 border as torchvision, ~30x faster on one core). Randomness is torch's global RNG,
     as torchvision's.
     """
@@ -77,7 +141,7 @@ class PixelAugmentation:
             )
         if not 0 < blur_kernel_fraction <= 1:
             raise ValueError(f"blur_kernel_fraction={blur_kernel_fraction} must lie in (0, 1]")
-        self.color_jitter = v2.ColorJitter(*color_jitter)
+        self.color_jitter = ColorJitter(*color_jitter)
         self.color_jitter_prob = color_jitter_prob
         self.grayscale_prob = grayscale_prob
         self.blur_sigma = tuple(blur_sigma)
@@ -140,11 +204,8 @@ class PixelAugmentation:
 
     def _blur(self, image, sigma):
         k = self.blur_kernel_size(*image.shape[1:])
-        src = image.contiguous()
-        out = torch.empty_like(src)
-        # Channel planes are contiguous (H, W) arrays: OpenCV blurs each in place of ``out``.
-        for c in range(src.shape[0]):
-            cv2.GaussianBlur(
-                src[c].numpy(), (k, k), sigma, dst=out[c].numpy(), borderType=cv2.BORDER_REFLECT_101
-            )
-        return out
+        # One interleaved (H, W, 3) blur: 3x faster than three planes, the same pixels.
+        blurred = cv2.GaussianBlur(
+            hwc_array(image), (k, k), sigma, borderType=cv2.BORDER_REFLECT_101
+        )
+        return chw_tensor(blurred)
