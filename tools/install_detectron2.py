@@ -12,6 +12,9 @@ with a prebuilt ``_C`` extension and a top-level ``tools/`` package). This scrip
    ``detectron2-0.7.2-py3-none-any.whl`` with the upstream dependencies;
 4. installs that wheel into the running interpreter with pip.
 
+Steps 2 and 3 are :func:`build_wheel`, which ``tools/make_wheelhouse.py`` calls to put the same
+wheel (with its own ``requires``) into a wheelhouse without installing it.
+
 Without ``_C`` only rotated-box ops and the fast COCO evaluator are missing; Detectron2 falls back to
 pycocotools for evaluation. The script uses the standard library only, so it runs before anything else.
 """
@@ -30,8 +33,11 @@ SOURCE = "sal-detectron2==0.7.2"
 SOURCE_FILE = "sal_detectron2-0.7.2-cp310-none-any.whl"
 SOURCE_SHA256 = "491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561"
 NAME, VERSION = "detectron2", "0.7.2"
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "detpre")
 # Upstream Detectron2's install_requires (setup.py of v0.6+), minus the ones that only the dropped
 # parts need. ``setuptools<81`` keeps ``pkg_resources``, which ``detectron2.model_zoo`` imports.
+# ``numpy<2`` keeps this machine's numpy (requirements.txt). tools/make_wheelhouse.py repacks with
+# its own list instead (no ``black``, no bound on numpy): see its docstring.
 REQUIRES = [
     "Pillow>=7.1",
     "matplotlib",
@@ -62,6 +68,13 @@ def sha256_of(path):
 
 
 def download(cache_dir):
+    """
+    Args:
+        cache_dir (str): folder of the downloaded wheel (kept between runs).
+
+    Returns:
+        str: path of the ``sal-detectron2`` wheel, its sha256 checked.
+    """
     path = os.path.join(cache_dir, SOURCE_FILE)
     if not os.path.exists(path):
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
@@ -90,11 +103,12 @@ def keep_member(name):
     return not (base.startswith("_C.") and base.endswith((".so", ".pyd")))
 
 
-def repack(src_wheel, out_dir):
+def repack(src_wheel, out_dir, requires=REQUIRES):
     """
     Args:
         src_wheel (str): the verified sal-detectron2 wheel.
         out_dir (str): where to write ``detectron2-0.7.2-py3-none-any.whl``.
+        requires (list[str]): its ``Requires-Dist`` lines (default: :data:`REQUIRES`).
 
     Returns:
         str: path of the new wheel.
@@ -120,7 +134,7 @@ def repack(src_wheel, out_dir):
             "Home-page: https://github.com/facebookresearch/detectron2",
             "License: Apache-2.0",
             "Requires-Python: >=3.8",
-        ] + [f"Requires-Dist: {r}" for r in REQUIRES]
+        ] + [f"Requires-Dist: {r}" for r in requires]
         meta_files = {
             f"{dist_info}/METADATA": ("\n".join(metadata) + "\n").encode(),
             f"{dist_info}/WHEEL": (
@@ -137,6 +151,23 @@ def repack(src_wheel, out_dir):
     return out
 
 
+def build_wheel(out_dir, cache_dir=DEFAULT_CACHE_DIR, requires=REQUIRES):
+    """
+    Download (or reuse from ``cache_dir``) and verify ``sal-detectron2``, and repack it into
+    ``out_dir`` without installing anything.
+
+    Args:
+        out_dir (str): an existing folder for ``detectron2-0.7.2-py3-none-any.whl``.
+        cache_dir (str): where the downloaded wheel is kept between runs.
+        requires (list[str]): the new wheel's ``Requires-Dist`` lines.
+
+    Returns:
+        str: path of the new wheel.
+    """
+    os.makedirs(cache_dir, exist_ok=True)
+    return repack(download(cache_dir), out_dir, requires=requires)
+
+
 def detectron2_importable():
     return importlib.util.find_spec("detectron2") is not None
 
@@ -145,7 +176,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument(
         "--cache-dir",
-        default=os.path.join(os.path.expanduser("~"), ".cache", "detpre"),
+        default=DEFAULT_CACHE_DIR,
         help="where the downloaded and repacked wheels are kept between runs",
     )
     parser.add_argument("--force", action="store_true", help="reinstall even if importable")
@@ -153,10 +184,8 @@ def main(argv=None):
     if detectron2_importable() and not args.force:
         print("detectron2 is already importable; leaving it alone.")
         return
-    os.makedirs(args.cache_dir, exist_ok=True)
-    src = download(args.cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = repack(src, tmp)
+        wheel = build_wheel(tmp, args.cache_dir)
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", wheel])
     print(f"installed {NAME} {VERSION} from {SOURCE} (sha256 verified, _C and tools/ dropped)")
 
