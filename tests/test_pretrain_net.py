@@ -219,6 +219,8 @@ def test_two_process_pretraining_gathers_keys(repo_root, tmp_path):
     """--num-gpus 2 on a CPU: two gloo processes, DDP on CPU, keys of both ranks enqueued."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, os.path.join(repo_root, "tools", "pretrain_net.py"), "--num-gpus", "2"]
+    # A free port: Detectron2's default one is fixed per user, and other tests launch processes.
+    cmd += ["--dist-url", "auto"]
     cmd += [
         "--config-file",
         os.path.join(repo_root, "configs", "pretrain", "moco_v2_R50_FPN_cpu_imagenet_sample.yaml"),

@@ -2,6 +2,8 @@
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_detpre_config
 from ..data.datasets import register_from_config
@@ -24,7 +26,8 @@ def setup_cfg(args, *, run_default_setup=True):
     Args:
         args (argparse.Namespace): from ``detectron2.engine.default_argument_parser``.
         run_default_setup (bool): also run Detectron2's ``default_setup`` (logging, seeds, config
-            dump in OUTPUT_DIR); off for tools that only read the config.
+            dump in OUTPUT_DIR) and set up detpre's logger; off for tools that only read the
+            config.
 
     Returns:
         CfgNode: frozen.
@@ -37,4 +40,7 @@ def setup_cfg(args, *, run_default_setup=True):
     register_from_config(cfg)
     if run_default_setup:
         default_setup(cfg, args)
+        # Detectron2 sets up its own and fvcore's loggers; detpre's INFO lines go to the console
+        # and OUTPUT_DIR/log.txt the same way.
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detpre")
     return cfg

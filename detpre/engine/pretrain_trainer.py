@@ -11,8 +11,10 @@ from detectron2.utils import comm
 from ..checkpoint import BoundedPeriodicCheckpointer
 from ..checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from ..data.build import build_pretrain_mapper, get_pretrain_dicts
+from ..data.samplers import ResumableTrainingSampler, SamplerPositionHook
 from ..solver import build_pretrain_optimizer
 from .hooks import MomentumScheduleHook
+from .preemption import PreemptionHook
 from .trainer_base import DetpreTrainer, unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -142,14 +144,23 @@ class PretrainTrainer(DetpreTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """
+        The pretext mapper over the training images, sampled by a
+        :class:`ResumableTrainingSampler` (seeded with ``SEED`` when it is >= 0), which the loader
+        carries as ``resumable_sampler`` so that checkpoints hold its position.
+        """
         dicts = get_pretrain_dicts(cfg)
-        return build_detection_train_loader(
+        sampler = ResumableTrainingSampler(len(dicts), seed=cfg.SEED if cfg.SEED >= 0 else None)
+        loader = build_detection_train_loader(
             dataset=dicts,
             mapper=build_pretrain_mapper(cfg, dicts),
+            sampler=sampler,
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
             aspect_ratio_grouping=False,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
+        loader.resumable_sampler = sampler
+        return loader
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -169,9 +180,14 @@ class PretrainTrainer(DetpreTrainer):
             hooks.LRScheduler(),
             MomentumScheduleHook(),
         ]
+        sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
+        if sampler is not None:
+            ret.append(SamplerPositionHook(sampler, self.cfg.SOLVER.IMS_PER_BATCH))
         if comm.is_main_process():
             ret.append(BoundedPeriodicCheckpointer.from_trainer(self))
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SSL.LOG_PERIOD))
+        # Last: a preemption checkpoint holds the state after every other hook's step.
+        ret.append(PreemptionHook.from_config(self.cfg))
         return ret
 
     @classmethod

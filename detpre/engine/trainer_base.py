@@ -16,6 +16,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import BoundedPeriodicCheckpointer, DetpreCheckpointer
 from .amp import MixedPrecisionTrainer, autocast_dtype, device_type
+from .preemption import PreemptionHook
 
 
 def unwrap_model(model):
@@ -109,9 +110,9 @@ class DetpreTrainer(DefaultTrainer):
 
     def build_hooks(self):
         """DefaultTrainer's hooks, with the periodic checkpointer bounded by
-        ``SOLVER.CHECKPOINT_MAX_TO_KEEP``."""
+        ``SOLVER.CHECKPOINT_MAX_TO_KEEP``, and the preemption hook (``SOLVER.PREEMPTION``)."""
         ret = super().build_hooks()
-        return [
+        ret = [
             (
                 BoundedPeriodicCheckpointer.from_trainer(self)
                 if isinstance(h, hooks.PeriodicCheckpointer)
@@ -119,6 +120,8 @@ class DetpreTrainer(DefaultTrainer):
             )
             for h in ret
         ]
+        # Last: a preemption checkpoint holds the state after every other hook's step.
+        return ret + [PreemptionHook.from_config(self.cfg)]
 
     @classmethod
     def build_checkpointer(cls, cfg, model, trainer=None):
