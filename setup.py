@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "tqdm",
     # Detectron2's ViT (the ViTDet backbone LOCA pretrains) imports timm.
     "timm>=0.6.13",
+    # tools/submit.py: Slurm through submitit.
+    "submitit>=1.4",
     # SoCo's selective search (AlignDet's proposals, tools/prepare_proposals.py's default backend)
     # on scikit-image's Felzenszwalb segmentation; the boxes follow scikit-image's version
     # (requirements.txt pins the one the tests' reference boxes come from).

@@ -241,3 +241,40 @@ def test_torchrun_gives_the_losses_of_the_spawning_launcher(repo_root, tmp_path)
         for a, b in zip(started, spawned):
             for key in keys:
                 assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (tool, key)
+
+
+class _Checkpointer:
+    save_dir = "out"
+
+    def __init__(self):
+        self.saved = []
+
+    def save(self, name, **kwargs):
+        self.saved.append((name, kwargs))
+
+
+def test_signal_reaches_the_replaced_handler_after_the_checkpoint():
+    """A handler installed before training (submitit's requeues the job) runs after the save."""
+    calls = []
+    trainer = type("Trainer", (), {})()
+    trainer.iter, trainer.checkpointer = 6, _Checkpointer()
+    previous = signal.signal(
+        signal.SIGUSR2, lambda s, f: calls.append((s, trainer.checkpointer.saved[:]))
+    )
+    try:
+        hook = PreemptionHook(("SIGUSR2",), exit_code=75)
+        hook.trainer = trainer
+        hook.before_train()
+        hook.after_step()  # no signal yet: nothing happens
+        assert trainer.checkpointer.saved == [] and calls == []
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert calls == []  # the signal is only recorded
+        with pytest.raises(SystemExit) as stop:
+            hook.after_step()
+        assert stop.value.code == 75 and stop.value.iteration == 6
+        saved = [("model_0000006", {"iteration": 6})]
+        assert trainer.checkpointer.saved == saved and calls == [(signal.SIGUSR2, saved)]
+        hook.after_train()
+        assert signal.getsignal(signal.SIGUSR2) is not hook._handle
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

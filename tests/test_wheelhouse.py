@@ -24,7 +24,7 @@ TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools")
 # What the GPU machines lack, so that the wheelhouse must bring it (the view below hides it).
 MISSING_ON_TARGET = {
     "detpre", "detectron2", "fvcore", "iopath", "yacs", "pycocotools", "termcolor", "omegaconf",
-    "hydra-core", "antlr4-python3-runtime", "selectivesearch",
+    "hydra-core", "antlr4-python3-runtime", "selectivesearch", "submitit",
 }  # fmt: skip
 # setuptools<81 (pkg_resources for detectron2.model_zoo) is shipped in case the target's is newer.
 EXPECTED_WHEELS = MISSING_ON_TARGET | {"setuptools"}

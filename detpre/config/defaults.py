@@ -57,11 +57,12 @@ def add_checkpoint_config(cfg):
     # model_final.pth is never deleted, and the newest checkpoint is always kept for --resume.
     _C.SOLVER.CHECKPOINT_MAX_TO_KEEP = 0
     # Preemption: on one of these signals (Slurm sends SIGTERM, or SIGUSR1 with --signal, before
-    # it kills or requeues a job) every rank finishes its iteration, a full checkpoint is written
-    # and the processes exit with EXIT_CODE; --resume continues from the next iteration.
+    # it kills or requeues a job; submitit asks for SIGUSR2) every rank finishes its iteration, a
+    # full checkpoint is written and the processes exit with EXIT_CODE (under tools/submit.py,
+    # submitit requeues the job); --resume continues from the next iteration.
     _C.SOLVER.PREEMPTION = CN()
     # Signal names that stop a run with a checkpoint; empty: the default actions (death).
-    _C.SOLVER.PREEMPTION.SIGNALS = ("SIGTERM", "SIGUSR1")
+    _C.SOLVER.PREEMPTION.SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
     # Exit status of a preempted process: 75, sysexits' EX_TEMPFAIL (retry later).
     _C.SOLVER.PREEMPTION.EXIT_CODE = 75
 

@@ -53,11 +53,12 @@ class PreemptionHook(HookBase):
     and if so each saves the trainer's full checkpoint ``model_{iteration:07d}`` (written by the
     main process, atomically, ``last_checkpoint`` tagged after it: model, momentum copy, queues,
     optimizer, scheduler, iteration, hook states such as the sampler's position), waits for the
-    others and raises :class:`Preempted`, which exits the process with ``exit_code``. A run
-    started with ``--resume`` continues from the next iteration.
+    others, passes the signal to the handler it replaced (submitit's requeues the job) and raises
+    :class:`Preempted`, which exits the process with ``exit_code``. A run started with
+    ``--resume`` continues from the next iteration.
     """
 
-    def __init__(self, signals=("SIGTERM", "SIGUSR1"), exit_code=REQUEUE_EXIT_CODE):
+    def __init__(self, signals=("SIGTERM", "SIGUSR1", "SIGUSR2"), exit_code=REQUEUE_EXIT_CODE):
         """
         Args:
             signals (sequence[str]): names of the signals that stop the run; empty disables.
@@ -114,10 +115,15 @@ class PreemptionHook(HookBase):
             f"Preempted: checkpoint of iteration {iteration} written to "
             f"{self.trainer.checkpointer.save_dir}; exiting with code {self.exit_code}."
         )
+        # A handler installed before training (submitit's, which requeues the job with its
+        # checkpoint() and exits) gets the signal now that the checkpoint exists.
+        previous = self._previous.get(self.received)
+        if callable(previous):
+            previous(self.received, None)
         raise Preempted(iteration, self.exit_code)
 
 
-def forward_signals_to_children(signals=(signal.SIGTERM, signal.SIGUSR1)):
+def forward_signals_to_children(signals=(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)):
     """
     In a launcher process whose children train: pass the preemption signals on to the children
     (which checkpoint and exit) instead of dying at once, so that a signal sent to the launcher
