@@ -278,3 +278,11 @@ def test_signal_reaches_the_replaced_handler_after_the_checkpoint():
         assert signal.getsignal(signal.SIGUSR2) is not hook._handle
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_self_train_pipeline_refuses_torchrun(repo_root):
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
+    cmd = [sys.executable, os.path.join(repo_root, "tools", "self_train.py"), "--config-file"]
+    cmd += [os.path.join(repo_root, "configs/selftrain/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml")]
+    done = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0 and "not under torchrun" in done.stderr

@@ -35,6 +35,9 @@ def test_checkpoint_requeues_with_resume_once(repo_root):
     assert again.checkpoint().function.argv == again.argv and again.output_dir() == "/out"
     with pytest.raises(ValueError, match="--num-gpus"):
         SubmittedTool(tool, ["--num-gpus", "8"])
+    with pytest.raises(ValueError, match="--stage student"):
+        SubmittedTool(os.path.join(repo_root, "tools", "self_train.py"), ["--config-file", "a"])
+    SubmittedTool(os.path.join(repo_root, "tools", "self_train.py"), ["--stage", "student"])
     with pytest.raises(ValueError, match="submit one of"):
         SubmittedTool(os.path.join(repo_root, "tools", "convert_pretrained.py"), [])
 

@@ -43,6 +43,7 @@ from detectron2.utils.logger import setup_logger
 
 from detpre.checkpoint.checkpointer import atomic_write
 from detpre.engine import launch_from_args, setup_cfg
+from detpre.engine.launch import torchrun_environment
 from detpre.evaluation import format_markdown, report_final_results
 from detpre.selftrain import StudentTrainer, student_batch_sizes
 
@@ -131,6 +132,12 @@ def _summary_row(name, stage_dir, augmentation, schedule, index=None):
 
 def run_pipeline(args):
     """Teacher, then ``args.iterations`` rounds of pseudo-labels and student; a results table."""
+    if torchrun_environment() is not None:
+        raise SystemExit(
+            "self_train.py runs its stages as subprocesses, each launching its own processes "
+            "(--num-gpus / --num-machines): start the pipeline once, not under torchrun or "
+            "tools/submit.py; a single stage runs there with --stage student."
+        )
     cfg = setup_cfg(args, run_default_setup=False)
     if cfg.SELF_TRAIN.STUDENT_INIT not in STUDENT_INITS:
         raise ValueError(

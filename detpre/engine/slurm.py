@@ -53,6 +53,11 @@ class SubmittedTool:
         """
         if os.path.basename(tool_path) not in TOOLS:
             raise ValueError(f"{tool_path}: submit one of {TOOLS}")
+        if os.path.basename(tool_path) == "self_train.py" and "student" not in argv:
+            raise ValueError(
+                "self_train.py's pipeline starts its stages as subprocesses: submit one stage "
+                "(--stage student), or run the pipeline with --num-gpus on one allocation"
+            )
         for flag in ("--num-gpus", "--num-machines", "--machine-rank", "--dist-url"):
             if flag in argv:
                 raise ValueError(
