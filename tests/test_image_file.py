@@ -24,8 +24,8 @@ import detpre.data.image_io as image_io
 from detpre.config import add_detpre_config
 from detpre.data.build import PRETRAIN_MAPPER_REGISTRY
 from detpre.data.image_io import CorruptImageError, ImageFile, read_image
-from detpre.data.transforms.crops import chw_tensor, hflip_image, scale_crop
-from detpre.data.transforms.pixel_aug import ColorJitter, adjust_hue, hwc_array
+from detpre.data.transforms.crops import chw_tensor, hflip_image, hwc_array, scale_crop
+from detpre.data.transforms.pixel_aug import ColorJitter, adjust_hue
 from detpre.engine import get_detpre_cfg
 
 IMAGES = ["n01440764_tench.JPEG", "n01514859_hen.JPEG", "n01560419_bulbul.JPEG"]
@@ -60,6 +60,20 @@ def rotated_file(sample_files, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("exif") / "rotated.jpg")
     image.save(path, exif=exif, quality=95)
     return path
+
+
+@pytest.fixture
+def decode_factors(monkeypatch):
+    """The draft factor of every ImageFile.decode call, in order."""
+    factors = []
+    real_decode = ImageFile.decode
+
+    def spy_decode(self, reduction=1.0):
+        factors.append(self.draft_factor(reduction))
+        return real_decode(self, reduction)
+
+    monkeypatch.setattr(ImageFile, "decode", spy_decode)
+    return factors
 
 
 # ---------------------------------------------------------------- ImageFile
@@ -124,15 +138,8 @@ def _area_reference(path, crops, sizes):
     ]
 
 
-def test_reduced_crops_match_full_size_crops(large_files, monkeypatch):
-    factors = []
-    real_decode = ImageFile.decode
-
-    def spy_decode(self, reduction=1.0):
-        factors.append(self.draft_factor(reduction))
-        return real_decode(self, reduction)
-
-    monkeypatch.setattr(ImageFile, "decode", spy_decode)
+def test_reduced_crops_match_full_size_crops(large_files, decode_factors):
+    factors = decode_factors
     rng = random.Random(0)
     for path in large_files:
         image = ImageFile(path)
@@ -234,15 +241,8 @@ def _geometry(out):
 @pytest.mark.parametrize(
     "mapper", ["TwoCropsMapper", "InsLocCompositionMapper", "SlotConViewsMapper", "LocaViewsMapper"]
 )
-def test_draft_decode_keeps_the_sampled_geometry(mapper, large_files, sample_files, monkeypatch):
-    factors = []
-    real_decode = ImageFile.decode
-
-    def spy_decode(self, reduction=1.0):
-        factors.append(self.draft_factor(reduction))
-        return real_decode(self, reduction)
-
-    monkeypatch.setattr(ImageFile, "decode", spy_decode)
+def test_draft_decode_keeps_the_sampled_geometry(mapper, large_files, sample_files, decode_factors):
+    factors = decode_factors
     dicts = [{"file_name": f, "image_id": i} for i, f in enumerate(large_files + sample_files)]
     built = {}
     for draft in (False, True):

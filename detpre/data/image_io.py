@@ -94,11 +94,6 @@ def read_image(file_name, format=None):
         CorruptImageError: the file is missing, truncated or cannot be decoded.
         ValueError: ``format`` is not a format Detectron2 can read.
     """
-    if format not in _EXTRA_FORMATS and format not in Image.MODES:
-        raise ValueError(
-            f"Unknown image format {format!r} for {file_name}: use 'RGB', 'BGR', 'YUV-BT.601' "
-            "or a PIL mode."
-        )
     return ImageFile(file_name, format).decode()
 
 
@@ -118,11 +113,15 @@ def read_image_size(file_name):
     """
     try:
         with PathManager.open(file_name, "rb") as f, Image.open(f) as image:
-            width, height = image.size
-            orientation = _exif_orientation(image)
+            return _oriented_size(image)
     except _DECODE_ERRORS as e:
         raise _corrupt(file_name, e) from e
-    if orientation in _TRANSPOSING_ORIENTATIONS:
+
+
+def _oriented_size(image):
+    """(height, width) of an opened image once its EXIF orientation is applied."""
+    width, height = image.size
+    if _exif_orientation(image) in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return height, width
 
@@ -161,16 +160,11 @@ class ImageFile:
             with PathManager.open(file_name, "rb") as f:
                 self._data = f.read()
             with self._open() as header:
-                stored_width, stored_height = header.size
+                self.height, self.width = _oriented_size(header)
                 self.is_jpeg = header.format == "JPEG"
-                transposed = _exif_orientation(header) in _TRANSPOSING_ORIENTATIONS
                 _log_conversion(file_name, header, format)
         except _DECODE_ERRORS as e:
             raise _corrupt(file_name, e) from e
-        self.height, self.width = (
-            (stored_width, stored_height) if transposed else (stored_height, stored_width)
-        )
-        self._transposed = transposed
 
     def _open(self):
         return Image.open(io.BytesIO(self._data))

@@ -41,6 +41,16 @@ class ResumableTrainingSampler(TrainingSampler):
         super().__init__(size, shuffle=shuffle, seed=seed)
         self.start = int(start)
 
+    def resume(self, seed, start):
+        """
+        Continue a stream: the same shuffle from another position.
+
+        Args:
+            seed (int): the seed of the interrupted stream.
+            start (int): its position over all ranks (see ``__init__``).
+        """
+        self._seed, self.start = int(seed), int(start)
+
     @property
     def seed(self):
         """int: the seed of the shuffle."""
@@ -102,7 +112,6 @@ class SamplerPositionHook(HookBase):
                 f"{self.sampler.size}: the data order starts a new epoch instead of continuing."
             )
             return
-        self.sampler._seed = int(state_dict["seed"])
-        self.sampler.start = int(state_dict["next_index"])
+        self.sampler.resume(state_dict["seed"], state_dict["next_index"])
         epoch, offset = divmod(self.sampler.start, self.sampler.size)
         logger.info(f"Data order resumed: epoch {epoch}, image {offset} of {self.sampler.size}.")

@@ -9,11 +9,10 @@ import logging
 import os
 import signal
 
-import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
-from detectron2.engine.launch import DEFAULT_TIMEOUT
+from detectron2.engine.launch import DEFAULT_TIMEOUT, _distributed_worker
 from detectron2.utils import comm
 
 from .preemption import forward_signals_to_children
@@ -39,25 +38,29 @@ def torchrun_environment():
 
 def _torchrun_worker(main_func, env, args, timeout=DEFAULT_TIMEOUT):
     """
-    In a process that torchrun started: the process group from torchrun's environment
-    (``env://``: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE), Detectron2's local process group
-    over the processes of this machine, then ``main_func(*args)``, as Detectron2's worker does.
+    In a process that torchrun started: Detectron2's own worker (process group, local group over
+    this machine's processes, device, barrier) with ``env://`` (MASTER_ADDR, MASTER_PORT) and
+    torchrun's ranks, then ``main_func(*args)`` with the clean teardown.
     """
     if env["world_size"] == 1:
         return main_func(*args)
-    has_gpu = torch.cuda.is_available()
-    if has_gpu:
-        torch.cuda.set_device(env["local_rank"])
-    dist.init_process_group(
-        backend="NCCL" if has_gpu else "GLOO",
-        init_method="env://",
-        world_size=env["world_size"],
-        rank=env["rank"],
-        timeout=timeout,
+    machine_rank, local_rank = divmod(env["rank"], env["local_world_size"])
+    if local_rank != env["local_rank"]:
+        raise ValueError(
+            f"torchrun gave RANK {env['rank']} and LOCAL_RANK {env['local_rank']} with "
+            f"LOCAL_WORLD_SIZE {env['local_world_size']}: ranks must go node by node, as "
+            "Detectron2's per-machine process group expects"
+        )
+    _distributed_worker(
+        local_rank,
+        _run_then_tear_down,
+        env["world_size"],
+        env["local_world_size"],
+        machine_rank,
+        "env://",
+        (main_func, *args),
+        timeout,
     )
-    comm.create_local_process_group(env["local_world_size"])
-    comm.synchronize()
-    return _run_then_tear_down(main_func, *args)
 
 
 def _run_then_tear_down(main_func, *args):
@@ -100,8 +103,8 @@ def launch(
         timeout (timedelta): of the process group's collectives.
 
     Returns:
-        what ``main_func`` returns in a single-process run (or in this torchrun process); None
-        when processes were spawned.
+        what ``main_func`` returns in a single-process run; None with several processes
+        (spawned, or under torchrun).
     """
     env = torchrun_environment()
     if env is not None:

@@ -5,13 +5,12 @@ the dataset, the pasted rectangles being the boxes the model pools.
 
 import random
 
-import cv2
 from detectron2.config import configurable
 from detectron2.data.common import DatasetFromList
 
 from ..build import PRETRAIN_MAPPER_REGISTRY, get_pretrain_dicts
 from ..image_io import CorruptImageError
-from ..transforms.crops import resize_image, sample_crop
+from ..transforms.crops import resize_bilinear, sample_crop
 from .two_views import TwoViewsMapper, check_range
 
 __all__ = [
@@ -22,16 +21,8 @@ __all__ = [
     "sample_position",
 ]
 
-# The release rescales foregrounds and resizes backgrounds with mmcv's default, bilinear.
-_INTERPOLATION = cv2.INTER_LINEAR
-
-
 # What _read_background returns when the dataset image itself is drawn as a background.
 _OWN_IMAGE = object()
-
-
-def _resize(image, height, width):
-    return resize_image(image, height, width, _INTERPOLATION)
 
 
 def sample_paste_size(size_range, rng=random):
@@ -259,7 +250,7 @@ class InsLocCompositionMapper(TwoViewsMapper):
                 continue
             try:
                 (cache[name],) = self.resized_crops(
-                    image, [(0, 0, *image.shape)], [(s, s)], resize=_resize
+                    image, [(0, 0, *image.shape)], [(s, s)], resize=resize_bilinear
                 )
             except CorruptImageError as e:
                 self.unreadable(e, skip=False)
@@ -303,7 +294,7 @@ class InsLocCompositionMapper(TwoViewsMapper):
         if any(b is _OWN_IMAGE for b in backgrounds):
             crops.append((0, 0, *image.shape))
             sizes.append((s, s))
-        patches = self.resized_crops(image, crops, sizes, resize=_resize)
+        patches = self.resized_crops(image, crops, sizes, resize=resize_bilinear)
         views = []
         for i, (_, _, position) in enumerate(plans):
             if position is None:

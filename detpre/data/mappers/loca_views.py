@@ -5,7 +5,6 @@ LOCA's views: one reference crop and several query crops of an image, with the g
 
 import random
 
-import cv2
 import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes
@@ -15,7 +14,7 @@ from ..build import PRETRAIN_MAPPER_REGISTRY
 from ..transforms.crops import (
     chw_tensor,
     hflip_image,
-    resize_image,
+    resize_bilinear,
     sample_crop,
     sample_distorted_crop,
 )
@@ -23,11 +22,6 @@ from ..transforms.pixel_aug import PixelAugmentation
 from .two_views import TwoViewsMapper, check_range
 
 __all__ = ["LocaViewsMapper", "ViewAugmentation"]
-
-
-def _bilinear(image, height, width):
-    # Bilinear at every factor, as the release's tf.image.resize (no antialiasing).
-    return resize_image(image, height, width, cv2.INTER_LINEAR)
 
 
 class ViewAugmentation:
@@ -231,7 +225,7 @@ class LocaViewsMapper(TwoViewsMapper):
             crops.append(self.sample_crop(*image.shape, scale, self.crop_ratio))
             flips.append(random.random() < flip_prob)
         sizes = [(side, side) for side, _, _, _ in self.specs]
-        resized = self.resized_crops(image, crops, sizes, resize=_bilinear)
+        resized = self.resized_crops(image, crops, sizes, resize=resize_bilinear)
         views = []
         for (side, _, _, aug), (y, x, h, w), view, flipped in zip(
             self.specs, crops, resized, flips

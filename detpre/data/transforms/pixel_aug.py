@@ -8,27 +8,14 @@ import torch
 from detectron2.config import configurable
 from torchvision.transforms import v2
 
-from .crops import chw_tensor
+from .crops import chw_tensor, hwc_array
 
-__all__ = ["ColorJitter", "PixelAugmentation", "adjust_hue", "hwc_array"]
+__all__ = ["ColorJitter", "PixelAugmentation", "adjust_hue"]
 
 # SimCLR / torchvision convention: the blur kernel spans ~10% of the image side (23 px at 224);
 # configs set it with INPUT.SSL_AUG.BLUR_KERNEL_FRACTION.
 _BLUR_KERNEL_FRACTION = 0.1
 _FORMATS = ("RGB", "BGR")
-
-
-def hwc_array(image):
-    """
-    Args:
-        image (Tensor): (C, H, W) uint8 on the CPU, C <= 4.
-
-    Returns:
-        np.ndarray: (H, W, C) uint8, C-contiguous (planes merged by OpenCV: ~6x faster than a
-        strided transpose copy).
-    """
-    planes = [p.numpy() for p in image.contiguous()]
-    return cv2.merge(planes).reshape(image.shape[1], image.shape[2], image.shape[0])
 
 
 def adjust_hue(image, hue_factor):
