@@ -200,6 +200,7 @@ def test_vit_train_step_and_teacher(tiny_vit, datasets_root, run_momentum_hook):
     latest = storage.latest()
     assert 0 <= latest["[metric]loca/position_acc"][0] <= 1
     assert 0 < latest["loca/query_tokens_inside"][0] <= 1
+    assert 0 <= latest["loca/targets_in_kept"][0] <= 1
     model.zero_grad()
     sum(losses.values()).backward()
     params = dict(model.named_parameters())
@@ -323,3 +324,18 @@ def test_bad_setups(repo_root, tiny_vit, datasets_root):
     del batch[0]["views"][3]["crop_box"]
     with pytest.raises(ValueError, match="'crop_box' and 'flipped'"):
         model(batch)
+
+
+def test_targets_in_kept_is_one_when_every_reference_token_is_kept(tiny_vit, datasets_root):
+    """Every valid target cell is a kept reference token when the teacher keeps all of them."""
+    cfg, model = tiny_vit
+    model.train()
+    batch = _batch(cfg, datasets_root)
+    ratio = model.reference_keep_ratio
+    model.reference_keep_ratio = 1.0
+    try:
+        with EventStorage() as storage, torch.no_grad():
+            model(batch)
+    finally:
+        model.reference_keep_ratio = ratio
+    assert storage.latest()["loca/targets_in_kept"][0] == 1.0

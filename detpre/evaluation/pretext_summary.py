@@ -8,8 +8,10 @@ import os
 
 from detectron2.config import CfgNode
 
-__all__ = ["chance_level", "pretext_summary"]
+__all__ = ["chance_level", "pretext_summary", "queue_filled_at"]
 
+# Detectron2's JSONWriter logs the median of the last 20 iterations of each smoothed scalar.
+SMOOTHING_WINDOW = 20
 # The pretext accuracy each meta-architecture logs (``[metric]`` keys of the EventStorage); a key
 # ending in "*" is the mean over the keys it starts (InsLoc's levels).
 ACCURACY_KEYS = {
@@ -56,6 +58,30 @@ def chance_level(cfg, last_metrics):
     return None
 
 
+def queue_filled_at(cfg):
+    """
+    The iterations after which a queue method's negatives are all real keys: MoCo's queue starts
+    as random unit vectors (easy negatives: the first losses are below the chance loss), replaced
+    by ``SOLVER.IMS_PER_BATCH`` keys an iteration. 0 for methods without a queue.
+
+    Args:
+        cfg (CfgNode): the run's config.
+
+    Returns:
+        int: ``ceil(SSL.QUEUE_SIZE / SOLVER.IMS_PER_BATCH)`` for MoCo-v2 and InsLoc, else 0.
+    """
+    if cfg.MODEL.META_ARCHITECTURE not in ("MoCoV2", "InsLoc"):
+        return 0
+    return -(-cfg.SSL.QUEUE_SIZE // cfg.SOLVER.IMS_PER_BATCH)
+
+
+def _measures_the_task(record, filled_at):
+    """Whether most of the iterations behind a record's median had a full queue."""
+    it = record.get("iteration", 0)
+    window = min(SMOOTHING_WINDOW, it + 1)
+    return it + 1 - filled_at > window / 2
+
+
 def _value(record, key):
     if key.endswith("*"):
         values = [v for k, v in record.items() if k.startswith(key[:-1])]
@@ -70,7 +96,9 @@ def pretext_summary(output_dir):
             ``config.yaml`` and ``metrics.json``.
 
     Returns:
-        dict: ``metric`` (the key), ``acc_start`` / ``acc_end`` (first and last logged accuracy),
+        dict: ``metric`` (the key), ``acc_start`` / ``acc_end`` (first and last logged accuracy;
+        for queue methods the first record whose median covers mostly iterations with a full
+        queue, :func:`queue_filled_at`),
         ``chance`` (:func:`chance_level`), ``loss_start`` / ``loss_end`` (``total_loss``);
         values are None where the run logged nothing.
     """
@@ -82,6 +110,9 @@ def pretext_summary(output_dir):
     if os.path.exists(metrics):
         with open(metrics) as f:
             records = [json.loads(line) for line in f if line.strip()]
+    # The start is the first record most of whose median window had a full queue.
+    filled_at = queue_filled_at(cfg)
+    records = [r for r in records if _measures_the_task(r, filled_at)]
     logged = [r for r in records if key is not None and _value(r, key) is not None]
     losses = [r["total_loss"] for r in records if "total_loss" in r]
     return {

@@ -302,6 +302,10 @@ class LOCA(Res5TrunkExport, nn.Module):
             "[metric]loca/position_acc": ((logits.argmax(dim=1) == target) & valid).sum()
             / num_valid,
             "loca/query_tokens_inside": valid.float().mean(),
+            # Targets among the kept reference tokens, the ones a query token can be matched to:
+            # what a perfect matcher would reach with no prior on the other cells.
+            "loca/targets_in_kept": ((target >= start) & (target < start + num_keep)).sum()
+            / num_valid,
         }
         if self.cluster_loss_weight > 0:
             student = torch.cat([self.ssl_head.cluster_head(t).flatten(0, 1) for t in tokens])
