@@ -34,32 +34,27 @@ import sys
 from collections import OrderedDict
 
 from detpre.evaluation import format_markdown, pretext_summary
+from detpre.methods import METHODS as TABLE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE_CONFIG = "configs/finetune/faster_rcnn_R50_FPN_cpu_bccd.yaml"
 PROBE_CONFIG = "configs/pretrain/Base-Pretrain-R50-FPN.yaml"
-# Methods fine-tuned with their release's own head or recipe; the others use FINETUNE_CONFIG.
-FINETUNE_CONFIGS = {
-    "insloc": "configs/finetune/faster_rcnn_R50_FPN_cpu_bccd_insloc.yaml",
-    "aligndet": "configs/finetune/faster_rcnn_R50_FPN_cpu_bccd_aligndet.yaml",
-}
 SELF_TRAIN_CONFIG = "configs/selftrain/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml"
-# name -> (label in the table, pretraining config or None for random initialisation)
-METHODS = OrderedDict(
-    [
-        ("random", ("random init", None)),
-        ("moco_v2", ("MoCo-v2", "configs/pretrain/moco_v2_R50_FPN_cpu_imagenet_sample.yaml")),
-        ("insloc", ("InsLoc", "configs/pretrain/insloc_R50_FPN_cpu_imagenet_sample.yaml")),
-        ("slotcon", ("SlotCon", "configs/pretrain/slotcon_R50_FPN_cpu_imagenet_sample.yaml")),
-        ("loca", ("LOCA", "configs/pretrain/loca_R50_FPN_cpu_imagenet_sample.yaml")),
-        ("aligndet", ("InsLoc + AlignDet", "configs/pretrain/aligndet_R50_FPN_cpu_coco.yaml")),
-    ]
-)
+# name -> (label in the table, pretraining config or None for random initialisation), from the
+# methods table (detpre.methods); random initialisation is the reference row.
+METHODS = OrderedDict([("random", ("random init", None))])
+for _name, _method in TABLE.items():
+    _label = _method.label
+    if _method.init_from:
+        _label = f"{TABLE[_method.init_from].label} + {_label}"
+    METHODS[_name] = (_label, _method.cpu_config)
+# Methods fine-tuned with their release's own head or recipe; the others use FINETUNE_CONFIG.
+FINETUNE_CONFIGS = {n: m.finetune_config for n, m in TABLE.items()}
+# Methods whose pretraining starts from another method's output (a two-stage recipe).
+INIT_FROM = {n: m.init_from for n, m in TABLE.items() if m.init_from}
 # Every stage keeps its newest periodic checkpoint only (and model_final): enough to resume, and
 # the whole job stays at a few GB instead of ~20.
 KEEP_ONE_CHECKPOINT = ["SOLVER.CHECKPOINT_MAX_TO_KEEP", "1"]
-# Methods whose pretraining starts from another method's output (a two-stage recipe).
-INIT_FROM = {"aligndet": "insloc"}
 
 
 def run(cmd):

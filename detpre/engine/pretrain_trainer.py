@@ -12,6 +12,7 @@ from ..checkpoint import BoundedPeriodicCheckpointer
 from ..checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from ..data.build import build_pretrain_mapper, get_pretrain_dicts
 from ..data.samplers import ResumableTrainingSampler, SamplerPositionHook
+from ..methods import check_method_config
 from ..solver import build_pretrain_optimizer
 from .hooks import MomentumScheduleHook
 from .preemption import PreemptionHook
@@ -103,6 +104,7 @@ class PretrainTrainer(DetpreTrainer):
     """
 
     def __init__(self, cfg):
+        check_method_config(cfg)
         num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
         cfg = derive_schedule(cfg, num_images)
         logger.info(
