@@ -11,7 +11,8 @@ logger = logging.getLogger(__name__)
 PRETRAIN_MAPPER_REGISTRY = Registry("PRETRAIN_MAPPER")
 PRETRAIN_MAPPER_REGISTRY.__doc__ = """
 Pretext mappers: callables built as ``Mapper(cfg, is_train=True, dataset_dicts=dicts)`` that turn
-one dataset dict into ``{"views": [...], ...}`` (see DESIGN.md), or None to skip the image.
+one dataset dict into ``{"views": [...], ...}`` (see docs/architecture.md), or None to skip the
+image.
 """
 
 _KEEP = ("file_name", "image_id", "height", "width")
