@@ -9,10 +9,12 @@ all called from here, so one call prepares a config for any detpre tool.
 from detectron2.config import CfgNode as CN
 
 from .aligndet_defaults import add_aligndet_config
+from .insloc_defaults import add_insloc_config
 from .loca_defaults import add_loca_config
+from .moco_defaults import add_moco_config
 from .selftrain_defaults import add_selftrain_config
 from .slotcon_defaults import add_slotcon_config
-from .ssl_defaults import add_insloc_config, add_moco_config, add_pixel_aug_config, add_ssl_config
+from .ssl_defaults import add_pixel_aug_config, add_ssl_config
 from .strong_aug_defaults import add_strong_aug_config
 
 
