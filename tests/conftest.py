@@ -41,6 +41,23 @@ def repo_root():
     return REPO_ROOT
 
 
+@pytest.fixture(scope="session")
+def load_config():
+    """
+    A factory: ``load_config(path, *opts)`` merges a config file (absolute, or relative to the
+    repository root) into detpre's defaults, on the CPU, then the ``KEY VALUE`` overrides.
+    """
+    from detpre.engine import get_detpre_cfg
+
+    def load(path, *opts):
+        cfg = get_detpre_cfg()
+        cfg.merge_from_file(os.path.join(REPO_ROOT, path))
+        cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
+        return cfg
+
+    return load
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with one torch thread (tiny models are fastest so on a shared 2-core machine)."""

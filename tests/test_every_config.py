@@ -11,7 +11,6 @@ import pytest
 from detectron2.modeling import build_model
 
 from detpre.checkpoint.export import detectron2_target_shapes, export_state_dict
-from detpre.engine import get_detpre_cfg
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CONFIGS = sorted(
@@ -35,11 +34,8 @@ def test_the_configs_are_found():
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_merges_and_builds(name):
-    cfg = get_detpre_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", name))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
+def test_config_merges_and_builds(name, load_config):
+    cfg = load_config(os.path.join("configs", name), "MODEL.WEIGHTS", "")
     model = build_model(cfg)
     state = model.state_dict()
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0

@@ -13,14 +13,7 @@ from detpre.engine import PretrainTrainer, get_detpre_cfg
 from detpre.methods import METHODS, check_method_config, method_of
 
 
-def _cfg(repo_root, path, *opts):
-    cfg = get_detpre_cfg()
-    cfg.merge_from_file(os.path.join(repo_root, path))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
-    return cfg
-
-
-def test_every_entry_names_what_exists(repo_root):
+def test_every_entry_names_what_exists(repo_root, load_config):
     defaults = get_detpre_cfg()
     for name, m in METHODS.items():
         for arch in m.meta_architectures:
@@ -31,17 +24,17 @@ def test_every_entry_names_what_exists(repo_root):
         assert m.export in ("online", "momentum")
         assert m.init_from is None or m.init_from in METHODS
         assert os.path.isfile(os.path.join(repo_root, m.finetune_config))
-        cpu = _cfg(repo_root, m.cpu_config)
+        cpu = load_config(m.cpu_config)
         assert cpu.MODEL.META_ARCHITECTURE in m.meta_architectures
     assert method_of("GeneralizedRCNN") is None
 
 
-def test_every_pretraining_config_agrees_with_the_table(repo_root):
+def test_every_pretraining_config_agrees_with_the_table(repo_root, load_config):
     """Each file's mapper is its method's; its exported copy is the one its release transfers."""
     paths = sorted(glob.glob(os.path.join(repo_root, "configs", "pretrain", "*.yaml")))
     seen = set()
     for path in paths:
-        cfg = _cfg(repo_root, path)
+        cfg = load_config(path)
         name = method_of(cfg.MODEL.META_ARCHITECTURE)
         if name is None:  # a Base-* file of the detector alone
             continue
@@ -51,12 +44,7 @@ def test_every_pretraining_config_agrees_with_the_table(repo_root):
     assert seen == set(METHODS)
 
 
-def test_another_methods_mapper_fails_at_start_up(repo_root):
-    cfg = _cfg(
-        repo_root,
-        METHODS["moco_v2"].cpu_config,
-        "SSL.MAPPER",
-        METHODS["insloc"].mapper,
-    )
+def test_another_methods_mapper_fails_at_start_up(load_config):
+    cfg = load_config(METHODS["moco_v2"].cpu_config, "SSL.MAPPER", METHODS["insloc"].mapper)
     with pytest.raises(ValueError, match="SSL.MAPPER 'InsLocCompositionMapper'"):
         PretrainTrainer(cfg)

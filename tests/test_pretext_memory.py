@@ -8,7 +8,7 @@ import os
 import pytest
 from detectron2.data import DatasetCatalog
 
-from detpre.engine import PretrainTrainer, get_detpre_cfg
+from detpre.engine import PretrainTrainer
 from detpre.engine.pretrain_trainer import memory_larger_than_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,17 +21,10 @@ MEMORY_KEYS = {
 }
 
 
-def _cfg(repo_root, path, *opts):
-    cfg = get_detpre_cfg()
-    cfg.merge_from_file(path)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
-    return cfg
-
-
-def test_cpu_configs_size_memory_to_their_data(repo_root, datasets_root):
+def test_cpu_configs_size_memory_to_their_data(repo_root, datasets_root, load_config):
     checked = 0
     for path in sorted(glob.glob(os.path.join(repo_root, "configs", "pretrain", "*_cpu_*.yaml"))):
-        cfg = _cfg(repo_root, path)
+        cfg = load_config(path)
         if cfg.MODEL.META_ARCHITECTURE not in MEMORY_KEYS:
             continue
         node, key = MEMORY_KEYS[cfg.MODEL.META_ARCHITECTURE]
@@ -42,22 +35,24 @@ def test_cpu_configs_size_memory_to_their_data(repo_root, datasets_root):
     assert checked >= 10
 
 
-def test_memory_larger_than_data_names_the_keys(repo_root):
+def test_memory_larger_than_data_names_the_keys(repo_root, load_config):
     pretrain = os.path.join(repo_root, "configs", "pretrain")
-    moco = _cfg(repo_root, os.path.join(pretrain, "moco_v2_R50_C4_200ep_imagenet.yaml"))
+    moco = load_config(os.path.join(pretrain, "moco_v2_R50_C4_200ep_imagenet.yaml"))
     assert memory_larger_than_data(moco, 250) == [("SSL.QUEUE_SIZE", 65536)]
     assert memory_larger_than_data(moco, 1281167) == []
-    slotcon = _cfg(repo_root, os.path.join(pretrain, "slotcon_R50_C4_800ep_coco.yaml"))
+    slotcon = load_config(os.path.join(pretrain, "slotcon_R50_C4_800ep_coco.yaml"))
     assert memory_larger_than_data(slotcon, 100) == [("SLOTCON.NUM_PROTOTYPES", 256)]
-    loca = _cfg(repo_root, os.path.join(pretrain, "loca_R50_C4_100ep_imagenet.yaml"))
+    loca = load_config(os.path.join(pretrain, "loca_R50_C4_100ep_imagenet.yaml"))
     assert memory_larger_than_data(loca, 250) == [("LOCA.NUM_PROTOTYPES", 4096)]
     loca.LOCA.CLUSTER_LOSS_WEIGHT = 0.0  # no prototypes without the cluster loss
     assert memory_larger_than_data(loca, 250) == []
 
 
-def test_start_up_warns_when_the_queue_outnumbers_the_images(repo_root, tmp_path, detpre_logs):
+def test_start_up_warns_when_the_queue_outnumbers_the_images(
+    repo_root, tmp_path, detpre_logs, load_config
+):
     path = os.path.join(repo_root, "configs", "pretrain", "moco_v2_R50_C4_cpu_imagenet_sample.yaml")
-    cfg = _cfg(repo_root, path, "SSL.QUEUE_SIZE", "4096", "OUTPUT_DIR", str(tmp_path))
+    cfg = load_config(path, "SSL.QUEUE_SIZE", "4096", "OUTPUT_DIR", str(tmp_path))
     cfg.merge_from_list(["DATALOADER.NUM_WORKERS", "0"])
     PretrainTrainer(cfg)
     warned = [r.getMessage() for r in detpre_logs.records if r.levelname == "WARNING"]
