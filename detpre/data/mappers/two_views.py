@@ -2,11 +2,12 @@
 Two-view pretext mappers: the shared base (decoding, skipping unreadable images, the final flip
 and pixel augmentation of each view) and MoCo-v2's two random-resized crops.
 
-Contract, shared by every pretraining method: a mapper takes one Detectron2 dataset dict
-(labels ignored) and returns ``{"file_name", "image_id", "views": [query_view, key_view]}``,
-each view ``{"image": uint8 Tensor (3, H, W) in INPUT.FORMAT order, "boxes": Boxes (1, 4) XYXY
-absolute pixels of that view}``, or None when the image cannot be read (Detectron2's
-``MapDataset`` then tries another index).
+Every pretext mapper takes one Detectron2 dataset dict (labels ignored) and returns
+``{"file_name", "image_id", "views": [...]}``, or None when the image cannot be read (Detectron2's
+``MapDataset`` then tries another index); what a view holds besides its ``"image"`` is the
+method's (docs/architecture.md, "Views"). The two views of MoCo-v2 and InsLoc made here are
+``{"image": uint8 Tensor (3, H, W) in INPUT.FORMAT order, "boxes": Boxes (1, 4) XYXY absolute
+pixels of that view}``: the query and its key.
 """
 
 import logging
