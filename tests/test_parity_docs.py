@@ -1,9 +1,11 @@
-"""Every test a parity document (docs/parity/*.md) names exists: ``test_file.py::test_name``, or
+"""Every test a parity document (docs/parity/*.md) names exists, and so does every file of the
+file map it opens with. Tests named: ``test_file.py::test_name``, or
 ``::test_name`` in the last file named before it (the documents' shorthand); ``::test_prefix_*``
 names at least one test."""
 
 import ast
 import glob
+import itertools
 import os
 import re
 
@@ -43,3 +45,30 @@ def test_named_tests_exist(doc):
         if not found:
             missing.append((file, test, context))
     assert not missing, missing
+
+
+def _expand(path):
+    """``a/{b,c}.py`` -> [a/b.py, a/c.py]; a glob pattern -> its matches (none: [pattern])."""
+    m = re.search(r"\{([^}]*)\}", path)
+    if m:
+        return [p for n in m.group(1).split(",") for p in _expand(path.replace(m.group(0), n, 1))]
+    if "*" in path:
+        return glob.glob(os.path.join(REPO, path)) or [path]
+    return [path]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=os.path.basename)
+def test_file_map_names_files_that_exist(doc):
+    """Each parity document opens with the method's file map, and every path in it exists."""
+    with open(doc) as f:
+        text = f.read()
+    assert "\n## File map\n" in text[:200], f"{doc} does not open with its file map"
+    lines = text.split("\n## File map\n", 1)[1].strip().splitlines()
+    section = "\n".join(itertools.takewhile(lambda line: line.startswith("|"), lines))
+    paths = [p.split(" ")[0] for p in re.findall(r"`([^`]+)`", section)]
+    paths = [p for p in paths if p.startswith(("detpre/", "tools/", "tests/", "configs/"))]
+    assert paths, f"{doc}: the file map names no file"
+    missing = [
+        p for path in paths for p in _expand(path) if not os.path.exists(os.path.join(REPO, p))
+    ]
+    assert not missing, f"{doc}: {missing}"
