@@ -7,7 +7,11 @@ meta-architecture with another method's mapper.
 
 from collections import OrderedDict, namedtuple
 
-__all__ = ["METHODS", "Method", "check_method_config", "method_of"]
+__all__ = ["FINETUNE_CONFIG", "METHODS", "Method", "check_method_config", "method_of"]
+
+# The main job's fine-tuning config (Faster R-CNN R50-FPN on BCCD): a method fine-tunes with it
+# unless its release's transfer needs its own head or recipe.
+FINETUNE_CONFIG = "configs/finetune/faster_rcnn_R50_FPN_cpu_bccd.yaml"
 
 Method = namedtuple(
     "Method",
@@ -22,9 +26,8 @@ Method = namedtuple(
         "finetune_config",  # the main job's fine-tuning config for its weights
         "init_from",  # the method whose output its pretraining starts from, or None
     ],
+    defaults=(FINETUNE_CONFIG, None),
 )
-
-_FINETUNE = "configs/finetune/faster_rcnn_R50_FPN_cpu_bccd.yaml"
 
 METHODS = OrderedDict(
     [
@@ -38,8 +41,6 @@ METHODS = OrderedDict(
                 config_node="MOCO",
                 export="online",
                 cpu_config="configs/pretrain/moco_v2_R50_FPN_cpu_imagenet_sample.yaml",
-                finetune_config=_FINETUNE,
-                init_from=None,
             ),
         ),
         (
@@ -54,7 +55,6 @@ METHODS = OrderedDict(
                 export="online",
                 cpu_config="configs/pretrain/insloc_R50_FPN_cpu_imagenet_sample.yaml",
                 finetune_config="configs/finetune/faster_rcnn_R50_FPN_cpu_bccd_insloc.yaml",
-                init_from=None,
             ),
         ),
         (
@@ -68,8 +68,6 @@ METHODS = OrderedDict(
                 config_node="SLOTCON",
                 export="momentum",
                 cpu_config="configs/pretrain/slotcon_R50_FPN_cpu_imagenet_sample.yaml",
-                finetune_config=_FINETUNE,
-                init_from=None,
             ),
         ),
         (
@@ -83,8 +81,6 @@ METHODS = OrderedDict(
                 config_node="LOCA",
                 export="momentum",
                 cpu_config="configs/pretrain/loca_R50_FPN_cpu_imagenet_sample.yaml",
-                finetune_config=_FINETUNE,
-                init_from=None,
             ),
         ),
         (

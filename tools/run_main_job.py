@@ -34,24 +34,13 @@ import sys
 from collections import OrderedDict
 
 from detpre.evaluation import format_markdown, pretext_summary
-from detpre.methods import METHODS as TABLE
+from detpre.methods import FINETUNE_CONFIG, METHODS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FINETUNE_CONFIG = "configs/finetune/faster_rcnn_R50_FPN_cpu_bccd.yaml"
 PROBE_CONFIG = "configs/pretrain/Base-Pretrain-R50-FPN.yaml"
 SELF_TRAIN_CONFIG = "configs/selftrain/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml"
-# name -> (label in the table, pretraining config or None for random initialisation), from the
-# methods table (detpre.methods); random initialisation is the reference row.
-METHODS = OrderedDict([("random", ("random init", None))])
-for _name, _method in TABLE.items():
-    _label = _method.label
-    if _method.init_from:
-        _label = f"{TABLE[_method.init_from].label} + {_label}"
-    METHODS[_name] = (_label, _method.cpu_config)
-# Methods fine-tuned with their release's own head or recipe; the others use FINETUNE_CONFIG.
-FINETUNE_CONFIGS = {n: m.finetune_config for n, m in TABLE.items()}
-# Methods whose pretraining starts from another method's output (a two-stage recipe).
-INIT_FROM = {n: m.init_from for n, m in TABLE.items() if m.init_from}
+# The reference row: fine-tuned from random initialisation; the methods come from the table.
+RANDOM = "random"
 # Every stage keeps its newest periodic checkpoint only (and model_final): enough to resume, and
 # the whole job stays at a few GB instead of ~20.
 KEEP_ONE_CHECKPOINT = ["SOLVER.CHECKPOINT_MAX_TO_KEEP", "1"]
@@ -97,7 +86,8 @@ def finetune(weights, out_dir, opts, config=FINETUNE_CONFIG):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    names = [RANDOM] + list(METHODS)
+    parser.add_argument("--methods", nargs="+", default=names, choices=names)
     parser.add_argument("--output-dir", default="output/main_job")
     parser.add_argument("--probe-dataset", default="coco_tiny_val")
     parser.add_argument("--pretrain-opts", nargs="*", default=[], help="KEY VALUE overrides")
@@ -112,13 +102,14 @@ def main():
 
     rows = []
     for name in args.methods:
-        label, config = METHODS[name]
+        method = METHODS.get(name)
+        config = method.cpu_config if method else None
         weights = ""
-        row = OrderedDict(method=label)
+        row = OrderedDict(method=_label(name))
         opts = list(args.pretrain_opts)
-        if name in INIT_FROM:
-            base_config = METHODS[INIT_FROM[name]][1]
-            base = pretrain(base_config, os.path.join(out, INIT_FROM[name], "pretrain"), opts)
+        if method and method.init_from:
+            base_config = METHODS[method.init_from].cpu_config
+            base = pretrain(base_config, os.path.join(out, method.init_from, "pretrain"), opts)
             opts += ["MODEL.WEIGHTS", base]
         if name == "aligndet":
             proposals(os.path.join(out, "proposals"))
@@ -129,7 +120,7 @@ def main():
             weights, os.path.join(out, name, "probe.json"), args.probe_dataset, args.probe_opts
         )
         row["loc. readout %"] = 100.0 * readout["test_acc"]
-        ft_config = FINETUNE_CONFIGS.get(name, FINETUNE_CONFIG)
+        ft_config = method.finetune_config if method else FINETUNE_CONFIG
         results = finetune(
             weights, os.path.join(out, name, "finetune"), args.finetune_opts, ft_config
         )
@@ -149,6 +140,16 @@ def main():
     )
     if args.self_train:
         self_train(os.path.join(out, "selftrain"), args.self_train_opts)
+
+
+def _label(name):
+    """The table's name of a row: a method started from another's output names both."""
+    if name == RANDOM:
+        return "random init"
+    method = METHODS[name]
+    if method.init_from:
+        return f"{METHODS[method.init_from].label} + {method.label}"
+    return method.label
 
 
 def _pct(value):
