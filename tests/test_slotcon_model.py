@@ -18,7 +18,7 @@ from detpre.modeling.ssl.centering import Centering
 from detpre.modeling.ssl.overlap_align import align_to_overlap, overlap_boxes
 from detpre.modeling.ssl.semantic_grouping import SemanticGrouping
 from detpre.modeling.ssl.slot_losses import grouping_loss, slot_contrast_loss, valid_slots
-from detpre.modeling.ssl.submodule_momentum import SubmoduleMomentumCopy
+from detpre.modeling.ssl.momentum import MomentumCopy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -291,7 +291,7 @@ def test_submodule_momentum_copy_of_dotted_paths():
     owner = nn.Module()
     owner.trunk = nn.Linear(2, 2)
     owner.head = nn.ModuleDict({"a": nn.Linear(2, 3), "b": nn.Linear(3, 3)})
-    copy = SubmoduleMomentumCopy({"trunk": owner.trunk, "head.a": owner.head["a"]})
+    copy = MomentumCopy({"trunk": owner.trunk, "head.a": owner.head["a"]})
     assert set(copy.state_dict()) == {"trunk.weight", "trunk.bias", "head.a.weight", "head.a.bias"}
     before = copy.head.a.weight.clone()
     with torch.no_grad():

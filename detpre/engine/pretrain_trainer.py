@@ -13,6 +13,7 @@ from ..checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from ..data.build import build_pretrain_mapper, get_pretrain_dicts
 from ..data.samplers import ResumableTrainingSampler, SamplerPositionHook
 from ..methods import check_method_config
+from ..modeling.meta_arch.base import PretrainingMetaArch
 from ..solver import build_pretrain_optimizer
 from .hooks import MomentumScheduleHook
 from .preemption import PreemptionHook
@@ -141,8 +142,23 @@ class PretrainTrainer(DetpreTrainer):
             check(self.cfg.MODEL.WEIGHTS)
         super().resume_or_load(resume=resume)
         if not resuming and self.cfg.MODEL.WEIGHTS:
-            model = unwrap_model(self.model)
-            model.momentum.reset(model)
+            unwrap_model(self.model).reset_momentum()
+
+    @classmethod
+    def build_model(cls, cfg):
+        """
+        The pretraining meta-architecture, which must implement the trainer's contract
+        (:class:`PretrainingMetaArch`: momentum copy and its update, unused-parameter report).
+        """
+        model = super().build_model(cfg)
+        if not isinstance(model, PretrainingMetaArch):
+            raise ValueError(
+                f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} is not a pretraining "
+                "meta-architecture (a detpre PretrainingMetaArch subclass: InsLoc, MoCoV2, "
+                "SlotCon, LOCA, AlignDet, AlignDetRetinaNet); fine-tune detectors with "
+                "tools/train_net.py"
+            )
+        return model
 
     @classmethod
     def build_train_loader(cls, cfg):

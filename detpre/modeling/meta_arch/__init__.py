@@ -2,6 +2,7 @@
 
 from .aligndet import AlignDet
 from .aligndet_retinanet import AlignDetRetinaNet
+from .base import PretrainingMetaArch
 from .encoder import build_detector_trunk
 from .insloc import InsLoc
 from .loca import LOCA
@@ -16,6 +17,7 @@ __all__ = [
     "LOCA",
     "MoCoV2",
     "MomentumContrast",
+    "PretrainingMetaArch",
     "SlotCon",
     "build_detector_trunk",
 ]

@@ -8,7 +8,6 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import Res5ROIHeads
 
 from ..ssl import MLPProjection, box_id_contrast, match_rois_to_ids
-from ..ssl.events import put_scalars
 from .box_domain import BoxDomainPretraining
 
 __all__ = ["AlignDet", "roi_box_features"]
@@ -59,6 +58,7 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
     """
 
     method = "aligndet"
+    teacher_parts = ("backbone", "proposal_generator", "roi_heads", "ssl_head")
     box_regressor_prefix = "roi_heads.box_predictor.bbox_pred."
 
     @configurable
@@ -66,7 +66,7 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
         """
         Args:
             box_domain (dict): the arguments of :meth:`BoxDomainPretraining.setup_box_domain`
-                but ``online_names`` (projector: box feature -> embedding, temperature,
+                (projector: box feature -> embedding, temperature,
                 freeze_backbone, loss weights).
             match_iou (float): IoU for a RoI to take a proposal's id.
             rois_per_image (int): at most this many matched RoIs per image.
@@ -85,7 +85,7 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
         predictor.cls_score = None
         self.match_iou = match_iou
         self.rois_per_image = rois_per_image
-        self.setup_box_domain(["backbone", "proposal_generator", "roi_heads"], **box_domain)
+        self.setup_box_domain(**box_domain)
 
     @classmethod
     def from_config(cls, cfg):
@@ -141,7 +141,7 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
     def forward(self, batched_inputs: List[Dict]):
         """
         Args:
-            batched_inputs (list[dict]): see :meth:`split_views`.
+            batched_inputs (list[dict]): see :meth:`split_box_views`.
 
         Returns:
             dict[str, Tensor]: in training, ``loss_rpn_cls``, ``loss_rpn_loc``,
@@ -149,7 +149,7 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
             embeddings of view 1's proposal boxes, ``{"embeddings": (sum N_i, D), "ids"}``,
             without any state change.
         """
-        views1, targets1, views2, targets2 = self.split_views(batched_inputs)
+        views1, targets1, views2, targets2 = self.split_box_views(batched_inputs)
         if not self.training:
             images = self.preprocess_image(views1)
             features = self.backbone(images.tensor)
@@ -172,14 +172,14 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
             torch.cat([r.gt_boxes.tensor for r in rois]),
         )
         loss_box = (online["deltas"] - gt_deltas).abs().sum() / max(1, len(gt_deltas))
-        put_scalars(
-            {
-                f"[metric]{self.method}/acc": acc,
-                f"{self.method}/rois_per_image": len(ids1) / max(1, len(rois)),
-                f"{self.method}/ids_per_image": torch.unique(ids1).numel() / max(1, len(rois)),
-            }
+        self.put_metrics(
+            console={"acc": acc},
+            others={
+                "rois_per_image": len(ids1) / max(1, len(rois)),
+                "ids_per_image": torch.unique(ids1).numel() / max(1, len(rois)),
+            },
         )
         losses = dict(online["rpn_losses"])
-        losses[f"loss_{self.method}_contrast"] = self.contrast_weight * loss_contrast
-        losses[f"loss_{self.method}_box_reg"] = self.box_reg_weight * loss_box
+        losses[self.loss_name("contrast")] = self.contrast_weight * loss_contrast
+        losses[self.loss_name("box_reg")] = self.box_reg_weight * loss_box
         return losses

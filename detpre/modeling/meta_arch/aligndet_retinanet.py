@@ -10,7 +10,6 @@ from detectron2.structures import Boxes, pairwise_iou
 from torch import nn
 
 from ..ssl import box_id_contrast
-from ..ssl.events import put_scalars
 from .box_domain import BoxDomainPretraining
 
 __all__ = ["AlignDetRetinaNet"]
@@ -37,6 +36,7 @@ class AlignDetRetinaNet(BoxDomainPretraining, RetinaNet):
     """
 
     method = "aligndet"
+    teacher_parts = ("backbone", "head", "ssl_head")
     box_regressor_prefix = "head.bbox_pred."
 
     @configurable
@@ -44,7 +44,7 @@ class AlignDetRetinaNet(BoxDomainPretraining, RetinaNet):
         """
         Args:
             box_domain (dict): the arguments of :meth:`BoxDomainPretraining.setup_box_domain`
-                but ``online_names`` (projector: (N, C, H, W) -> (N, A * D, H, W) anchor
+                (projector: (N, C, H, W) -> (N, A * D, H, W) anchor
                 embeddings, temperature, freeze_backbone, loss weights).
             anchors_per_image (int): anchors sampled per image: the matched ones first (at most
                 this many, random), then background ones when ``background_negatives``.
@@ -57,7 +57,7 @@ class AlignDetRetinaNet(BoxDomainPretraining, RetinaNet):
         self.head.cls_score = None
         self.anchors_per_image = anchors_per_image
         self.background_negatives = background_negatives
-        self.setup_box_domain(["backbone", "head"], **box_domain)
+        self.setup_box_domain(**box_domain)
 
     @classmethod
     def from_config(cls, cfg):
@@ -151,14 +151,14 @@ class AlignDetRetinaNet(BoxDomainPretraining, RetinaNet):
     def forward(self, batched_inputs: List[Dict]):
         """
         Args:
-            batched_inputs (list[dict]): see :meth:`split_views`.
+            batched_inputs (list[dict]): see :meth:`split_box_views`.
 
         Returns:
             dict[str, Tensor]: ``loss_aligndet_contrast`` and ``loss_aligndet_box_reg``.
         """
         if not self.training:
             raise NotImplementedError("AlignDetRetinaNet is a pretraining model: train mode only")
-        views1, targets1, views2, targets2 = self.split_views(batched_inputs)
+        views1, targets1, views2, targets2 = self.split_box_views(batched_inputs)
         online = self.branch(self, views1, targets1)
         with torch.no_grad():
             target = self.branch(self.momentum, views2, targets2)
@@ -168,14 +168,14 @@ class AlignDetRetinaNet(BoxDomainPretraining, RetinaNet):
         )  # fmt: skip
         num = max(1, len(online["ids"]))
         loss_box = (online["deltas"] - online["gt_deltas"]).abs().sum() / num
-        put_scalars(
-            {
-                f"[metric]{self.method}/acc": acc,
-                f"{self.method}/anchors_per_image": len(online["ids"]) / len(views1),
-                f"{self.method}/background_per_image": len(online["background"]) / len(views1),
-            }
+        self.put_metrics(
+            console={"acc": acc},
+            others={
+                "anchors_per_image": len(online["ids"]) / len(views1),
+                "background_per_image": len(online["background"]) / len(views1),
+            },
         )
         return {
-            f"loss_{self.method}_contrast": self.contrast_weight * loss_contrast,
-            f"loss_{self.method}_box_reg": self.box_reg_weight * loss_box,
+            self.loss_name("contrast"): self.contrast_weight * loss_contrast,
+            self.loss_name("box_reg"): self.box_reg_weight * loss_box,
         }

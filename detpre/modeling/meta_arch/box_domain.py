@@ -8,7 +8,9 @@ from typing import Dict, List
 import torch
 from detectron2.modeling.backbone import FPN
 
-from ..ssl import MomentumCopy, batch_unique_ids
+from ...views import IMAGE, INSTANCES
+from ..ssl import batch_unique_ids
+from .base import PretrainingMetaArch
 
 __all__ = ["BoxDomainPretraining", "frozen_backbone_path"]
 
@@ -24,18 +26,21 @@ def frozen_backbone_path(backbone):
     return "backbone.bottom_up" if isinstance(backbone, FPN) else "backbone"
 
 
-class BoxDomainPretraining:
+class BoxDomainPretraining(PretrainingMetaArch):
     """
-    A mixin for a Detectron2 detector subclass: call :meth:`setup_box_domain` at the end of
-    ``__init__``. It adds the projector ``ssl_head.projector``, the EMA target network
-    ``momentum.*`` (moved by :meth:`momentum_update`, which the trainer's ``MomentumScheduleHook``
-    calls after each step), freezes the image-domain backbone (no gradient, batch norms in eval mode in both copies), and
-    turns ``{"views": [v1, v2]}`` inputs into per-view image batches and targets.
+    The base of a pretraining Detectron2 detector subclass (``class AlignDet(BoxDomainPretraining,
+    GeneralizedRCNN)``, the detector supplying ``__init__``, normalisation and ``device``): call
+    :meth:`setup_box_domain` at the end of ``__init__``. It adds the projector
+    ``ssl_head.projector``, the EMA target network ``momentum.*`` of :attr:`teacher_parts` (moved
+    by :meth:`momentum_update`, which the trainer's ``MomentumScheduleHook`` calls after each
+    step), freezes the image-domain backbone (no gradient, batch norms in eval mode in both
+    copies), and turns ``{"views": [v1, v2]}`` inputs into per-view image batches and targets.
     """
+
+    view_keys = (IMAGE, INSTANCES)
 
     def setup_box_domain(
         self,
-        online_names,
         *,
         projector,
         temperature,
@@ -47,8 +52,6 @@ class BoxDomainPretraining:
     ):
         """
         Args:
-            online_names (list[str]): the detector's attributes that the target network copies
-                (``ssl_head``, which holds ``projector``, is added).
             projector (nn.Module): detector feature -> contrastive embedding.
             temperature (float): InfoNCE temperature.
             freeze_backbone (bool): freeze the image-domain backbone (see
@@ -70,8 +73,7 @@ class BoxDomainPretraining:
         if frozen_path is not None:
             self.get_submodule(frozen_path).requires_grad_(False)
         # Copied after freezing: the copy's parameters take no gradient either way.
-        online = {name: getattr(self, name) for name in (*online_names, "ssl_head")}
-        self.momentum = MomentumCopy(online)
+        self.setup_pretraining()
         self.train(self.training)
 
     @staticmethod
@@ -119,22 +121,7 @@ class BoxDomainPretraining:
                 self.momentum.get_submodule(self.frozen_path).eval()
         return self
 
-    @property
-    def has_unused_parameters(self):
-        """Every trainable parameter takes part in the losses."""
-        return False
-
-    @torch.no_grad()
-    def momentum_update(self, momentum):
-        """
-        One EMA step of the target network towards the online one (buffers copied).
-
-        Args:
-            momentum (float): m in [0, 1].
-        """
-        self.momentum.update(self, momentum)
-
-    def split_views(self, batched_inputs: List[Dict]):
+    def split_box_views(self, batched_inputs: List[Dict]):
         """
         Args:
             batched_inputs (list[dict]): per image ``{"views": [v1, v2]}``, each view
@@ -144,17 +131,13 @@ class BoxDomainPretraining:
             tuple: ``(views1, targets1, views2, targets2)``: the view dicts of each side and
             their Instances on the model's device with ids unique in the batch.
         """
-        for i, x in enumerate(batched_inputs):
-            if "views" not in x or len(x["views"]) != 2:
+        views1, views2 = self.split_views(batched_inputs)
+        for i, v in enumerate(views1 + views2):
+            if not v[INSTANCES].has("gt_ids"):
                 raise ValueError(
-                    f"Input {i} must have 'views': [view1, view2] (keys {sorted(x)}); check "
-                    "SSL.MAPPER (BoxDomainMapper)"
+                    f"Input {i % len(views1)}: each view needs 'instances' with gt_ids; check "
+                    f"SSL.MAPPER ({self.mapper_name})"
                 )
-            for v in x["views"]:
-                if "instances" not in v or not v["instances"].has("gt_ids"):
-                    raise ValueError(f"Input {i}: each view needs 'instances' with gt_ids")
-        views1 = [x["views"][0] for x in batched_inputs]
-        views2 = [x["views"][1] for x in batched_inputs]
-        targets1 = batch_unique_ids([v["instances"].to(self.device) for v in views1])
-        targets2 = batch_unique_ids([v["instances"].to(self.device) for v in views2])
+        targets1 = batch_unique_ids([v[INSTANCES].to(self.device) for v in views1])
+        targets2 = batch_unique_ids([v[INSTANCES].to(self.device) for v in views2])
         return views1, targets1, views2, targets2

@@ -9,7 +9,7 @@ from detectron2.modeling.backbone import FPN
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads, build_box_head
 from torch import nn
 
-__all__ = ["Res5TrunkExport", "build_detector_trunk", "build_res5_trunk", "split_two_views"]
+__all__ = ["Res5TrunkExport", "build_detector_trunk", "build_res5_trunk"]
 
 
 def build_detector_trunk(cfg):
@@ -122,20 +122,3 @@ class Res5TrunkExport:
     def export_excluded_prefixes(self):
         """Detectron2 keys held but not trained, left out of the export: the FPN on R50-FPN."""
         return ("backbone.fpn_",) if self.is_fpn else ()
-
-
-def split_two_views(batched_inputs, names):
-    """
-    Args:
-        batched_inputs (list[dict]): mapper outputs, each with ``views``: two view dicts.
-        names (str): what the two views are, for the error message ("query_view, key_view").
-
-    Returns:
-        tuple[list[dict], list[dict]]: the first views and the second views.
-    """
-    for i, x in enumerate(batched_inputs):
-        if "views" not in x or len(x["views"]) != 2:
-            raise ValueError(
-                f"Input {i} must have 'views': [{names}] (keys {sorted(x)}); check SSL.MAPPER"
-            )
-    return [x["views"][0] for x in batched_inputs], [x["views"][1] for x in batched_inputs]

@@ -7,15 +7,15 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.backbone import FPN
 from torch import nn
 
+from ...views import CROP_BOX, FLIPPED, IMAGE
 from ..backbone.dilation import dilate_stage
-from ..ssl import MomentumCopy
 from ..ssl.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
-from ..ssl.events import put_scalars
 from ..ssl.loca_head import LocaHead
 from ..ssl.patch_positions import patch_position_targets
 from ..ssl.position_embedding import resize_abs_pos
 from ..ssl.prototype_head import PrototypeHead
 from ..ssl.sinkhorn import sinkhorn_knopp
+from .base import PretrainingMetaArch
 from .encoder import Res5TrunkExport, build_res5_trunk
 
 __all__ = ["LOCA"]
@@ -38,7 +38,7 @@ def _check_vit(vit):
 
 
 @META_ARCH_REGISTRY.register()
-class LOCA(Res5TrunkExport, nn.Module):
+class LOCA(Res5TrunkExport, PretrainingMetaArch):
     """
     LOCA (Caron, Houlsby and Schmid, "Location-Aware Self-Supervised Transformers for Semantic
     Segmentation", 2022) on a Detectron2 backbone. An EMA teacher (``momentum.*``) encodes the
@@ -74,6 +74,12 @@ class LOCA(Res5TrunkExport, nn.Module):
     two losses; the position accuracy and the fraction of query tokens inside the reference go to
     the EventStorage. Eval output: ``{"tokens": (N, L, D)}`` of the first view (online encoder).
     """
+
+    method = "loca"
+    teacher_parts = ("backbone", "roi_heads", "ssl_head")
+    view_names = ("reference", "large_query")
+    view_keys = (IMAGE, CROP_BOX, FLIPPED)
+    more_views = True  # the focal queries
 
     @configurable
     def __init__(
@@ -111,9 +117,7 @@ class LOCA(Res5TrunkExport, nn.Module):
         self.backbone = backbone
         self.roi_heads = roi_heads
         self.ssl_head = ssl_head
-        self.momentum = MomentumCopy(
-            {"backbone": backbone, "roi_heads": roi_heads, "ssl_head": ssl_head}
-        )
+        self.setup_pretraining(momentum=momentum, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.is_vit = isinstance(backbone, nn.ModuleDict)
         self.is_fpn = isinstance(backbone, FPN)
         self.stride = stride
@@ -133,11 +137,6 @@ class LOCA(Res5TrunkExport, nn.Module):
         self.student_temperature = student_temperature
         self.sinkhorn_iters = sinkhorn_iters
         self.cluster_loss_weight = cluster_loss_weight
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"SSL.MOMENTUM must be in [0, 1], got {momentum}")
-        self.base_momentum = momentum
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, -1, 1, 1), False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -195,10 +194,6 @@ class LOCA(Res5TrunkExport, nn.Module):
         }
 
     @property
-    def device(self):
-        return self.pixel_mean.device
-
-    @property
     def num_positions(self):
         return self.ssl_head.position_classifier.out_features
 
@@ -242,7 +237,9 @@ class LOCA(Res5TrunkExport, nn.Module):
                     raise ValueError(f"LOCA inputs need 'views', got keys {sorted(x)}")
             reference = [x["views"][0] for x in batched_inputs]
             return {"tokens": self.tokens(self, self._images(reference))}
-        reference, query, focal = self._split_views(batched_inputs)
+        reference, query, *focal = self.split_views(batched_inputs)
+        # Image-major: the focal queries of image 0, then of image 1, ...
+        focal = [v for per_image in zip(*focal) for v in per_image]
         num_images, num_focal = len(reference), len(focal) // len(reference)
 
         # Teacher: every reference token for the cluster targets, a contiguous run for the keys.
@@ -293,19 +290,17 @@ class LOCA(Res5TrunkExport, nn.Module):
         valid = target >= 0
         num_valid = valid.sum().clamp(min=1)
         losses = {
-            "loss_loca_position": F.cross_entropy(
+            self.loss_name("position"): F.cross_entropy(
                 logits.float(), target, ignore_index=-1, reduction="sum"
             )
             / num_valid
         }
-        metrics = {
-            "[metric]loca/position_acc": ((logits.argmax(dim=1) == target) & valid).sum()
-            / num_valid,
-            "loca/query_tokens_inside": valid.float().mean(),
+        console = {"position_acc": ((logits.argmax(dim=1) == target) & valid).sum() / num_valid}
+        others = {
+            "query_tokens_inside": valid.float().mean(),
             # Targets among the kept reference tokens, the ones a query token can be matched to:
             # what a perfect matcher would reach with no prior on the other cells.
-            "loca/targets_in_kept": ((target >= start) & (target < start + num_keep)).sum()
-            / num_valid,
+            "targets_in_kept": ((target >= start) & (target < start + num_keep)).sum() / num_valid,
         }
         if self.cluster_loss_weight > 0:
             student = torch.cat([self.ssl_head.cluster_head(t).flatten(0, 1) for t in tokens])
@@ -314,35 +309,20 @@ class LOCA(Res5TrunkExport, nn.Module):
             teacher_targets = assignments[owner, target.clamp(min=0)]
             entropy_term = mean_entropy_penalty(student)
             loss = masked_soft_cross_entropy(student, teacher_targets, valid) + entropy_term
-            losses["loss_loca_cluster"] = self.cluster_loss_weight * loss
-            metrics["loca/mean_prediction_entropy"] = -entropy_term.detach()
-        put_scalars({k: v.detach() for k, v in metrics.items()})
+            losses[self.loss_name("cluster")] = self.cluster_loss_weight * loss
+            others["mean_prediction_entropy"] = -entropy_term
+        self.put_metrics(console=console, others=others)
         return losses
-
-    @torch.no_grad()
-    def momentum_update(self, momentum=None):
-        """
-        One EMA step of the teacher (``momentum.*``) towards the student; called by
-        ``MomentumScheduleHook`` after every optimizer step (SSL.MOMENTUM 0.996 cosine to 1).
-        Buffers are copied.
-
-        Args:
-            momentum (float or None): m; SSL.MOMENTUM when None.
-        """
-        self.momentum.update(self, self.base_momentum if momentum is None else momentum)
 
     def _images(self, views):
         """(N, 3, S, S) normalised float batch of one view group (all of one square size)."""
-        sizes = {tuple(v["image"].shape) for v in views}
-        if len(sizes) != 1:
-            raise ValueError(f"LOCA batches views of one size per group, got sizes {sorted(sizes)}")
-        images = torch.stack([v["image"] for v in views]).to(self.device, non_blocking=True)
+        images = self.stack_views(views)
         if images.shape[-1] % self.stride or images.shape[-2] != images.shape[-1]:
             raise ValueError(
                 f"LOCA views must be squares with a side multiple of {self.stride}, got "
                 f"{tuple(images.shape[-2:])}"
             )
-        return (images.float() - self.pixel_mean) / self.pixel_std
+        return images
 
     def _targets(self, queries, references, grid):
         """(N, grid^2) reference cell under each query cell, -1 outside, on the CPU."""
@@ -355,23 +335,3 @@ class LOCA(Res5TrunkExport, nn.Module):
         return patch_position_targets(
             *geometry(queries), (grid, grid), *geometry(references), (ref_grid, ref_grid)
         )
-
-    @staticmethod
-    def _split_views(batched_inputs):
-        counts = {len(x.get("views", ())) for x in batched_inputs}
-        if len(counts) != 1 or min(counts) < 2:
-            raise ValueError(
-                "LOCA inputs need 'views': [reference, large query, focal queries...], the same "
-                f"number per image; got view counts {sorted(counts)} (check SSL.MAPPER)"
-            )
-        for x in batched_inputs:
-            for v in x["views"]:
-                if "crop_box" not in v or "flipped" not in v:
-                    raise ValueError(
-                        "LOCA views must record 'crop_box' and 'flipped' (LocaViewsMapper), got "
-                        f"keys {sorted(v)}"
-                    )
-        reference = [x["views"][0] for x in batched_inputs]
-        query = [x["views"][1] for x in batched_inputs]
-        focal = [v for x in batched_inputs for v in x["views"][2:]]
-        return reference, query, focal

@@ -11,21 +11,14 @@ from detectron2.structures import ImageList
 from detectron2.utils import comm
 from torch import nn
 
-from ..ssl import (
-    MomentumCopy,
-    QueueBank,
-    batch_shuffle,
-    batch_unshuffle,
-    concat_all_gather,
-    info_nce,
-)
-from ..ssl.events import put_scalars
-from .encoder import split_two_views
+from ...views import IMAGE
+from ..ssl import QueueBank, batch_shuffle, batch_unshuffle, concat_all_gather, info_nce
+from .base import PretrainingMetaArch
 
 __all__ = ["MomentumContrast"]
 
 
-class MomentumContrast(nn.Module):
+class MomentumContrast(PretrainingMetaArch):
     """
     MoCo (He et al., "Momentum Contrast for Unsupervised Visual Representation Learning",
     CVPR 2020) over a Detectron2 detector trunk. The query encoder is the network handed over
@@ -35,7 +28,8 @@ class MomentumContrast(nn.Module):
     computed on a batch shuffled across ranks (shuffle-BN), all-gathered and pushed into one
     negative queue per embedding level (``queues.<level>``); the loss is InfoNCE per level.
 
-    Subclasses set ``method`` (loss / metric names) and implement :meth:`embed`.
+    Subclasses set ``method`` (loss / metric names) and implement :meth:`embed`; normalisation,
+    the momentum copy and its update come from :class:`PretrainingMetaArch`.
 
     Input: a list of dicts ``{"views": [query_view, key_view], ...}``, each view
     ``{"image": (3, H, W) uint8 tensor in INPUT.FORMAT, "boxes": Boxes (1, 4)}`` (boxes only where
@@ -45,6 +39,9 @@ class MomentumContrast(nn.Module):
     """
 
     method = "moco"
+    teacher_parts = ("backbone", "roi_heads", "ssl_head")
+    view_names = ("query_view", "key_view")
+    view_keys = (IMAGE,)
 
     @configurable
     def __init__(
@@ -84,12 +81,7 @@ class MomentumContrast(nn.Module):
         self.backbone = backbone
         self.roi_heads = roi_heads
         self.ssl_head = ssl_head
-        self.momentum = MomentumCopy(
-            {"backbone": backbone, "roi_heads": roi_heads, "ssl_head": ssl_head}
-        )
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"SSL.MOMENTUM must be in [0, 1], got {momentum}")
-        self.base_momentum = momentum
+        self.setup_pretraining(momentum=momentum, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.levels = tuple(levels)
         self.queues = QueueBank(self.levels, queue_size, embed_dim)
         if temperature <= 0:
@@ -101,12 +93,6 @@ class MomentumContrast(nn.Module):
         self.bn_groups = bn_groups
         self.level_suffix = level_suffix
         self.is_fpn = isinstance(backbone, FPN)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        if self.pixel_mean.shape != self.pixel_std.shape:
-            raise ValueError(
-                f"MODEL.PIXEL_MEAN {pixel_mean} and MODEL.PIXEL_STD {pixel_std} differ in length"
-            )
 
     @classmethod
     def from_config(cls, cfg):
@@ -129,10 +115,6 @@ class MomentumContrast(nn.Module):
             "shuffle_bn": cfg.SSL.SHUFFLE_BN,
             "bn_groups": cfg.SSL.BN_GROUPS,
         }
-
-    @property
-    def device(self):
-        return self.pixel_mean.device
 
     def embed(
         self, net, images: ImageList, boxes: Optional[torch.Tensor], is_query: bool
@@ -176,13 +158,8 @@ class MomentumContrast(nn.Module):
             outputs.append(self.embed(net, sub, None if boxes is None else boxes[idx], is_query))
         return {level: torch.cat([o[level] for o in outputs]) for level in outputs[0]}
 
-    @property
-    def has_unused_parameters(self):
-        """Whether some online parameters get no gradient (DDP must then look for them)."""
-        return False
-
     def forward(self, batched_inputs: List[Dict]):
-        query_views, key_views = split_two_views(batched_inputs, "query_view, key_view")
+        query_views, key_views = self.split_views(batched_inputs)
         if not self.training:
             images, boxes = self.preprocess(query_views)
             return self.embed(self, images, boxes, is_query=False)
@@ -195,26 +172,12 @@ class MomentumContrast(nn.Module):
         for level in self.levels:
             negatives = self.queues[level].queue.clone()
             loss, acc = info_nce(q[level], k[level], negatives, self.temperature)
-            suffix = f"_{level}" if self.level_suffix else ""
-            losses[f"loss_{self.method}{suffix}"] = loss
-            # "[metric]" makes Detectron2's console printer show it beside the losses.
-            metrics[f"[metric]{self.method}/acc{suffix}"] = acc
+            part = level if self.level_suffix else ""
+            losses[self.loss_name(part)] = loss
+            metrics[f"acc_{part}" if part else "acc"] = acc
         self.queues.enqueue({level: concat_all_gather(k[level]) for level in self.levels})
-        put_scalars(metrics)
+        self.put_metrics(console=metrics)
         return losses
-
-    @torch.no_grad()
-    def momentum_update(self, momentum=None):
-        """
-        One EMA step of the key encoder (``momentum.*``) towards the query encoder; called by
-        ``MomentumScheduleHook`` after every optimizer step with the scheduled m (fixed
-        SSL.MOMENTUM, or cosine to 1 with SSL.MOMENTUM_COSINE). Buffers are copied.
-
-        Args:
-            momentum (float or None): m; SSL.MOMENTUM when None.
-        """
-        m = self.base_momentum if momentum is None else momentum
-        self.momentum.update(self, m)
 
     @torch.no_grad()
     def encode_keys(self, images: ImageList, boxes: Optional[torch.Tensor]):
@@ -247,8 +210,7 @@ class MomentumContrast(nn.Module):
             tuple[ImageList, Tensor or None]: the batch, and (N, 4) boxes when every view has
             ``"boxes"`` (None when none has).
         """
-        images = [v["image"].to(self.device, non_blocking=True) for v in views]
-        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        images = [self.normalize(v["image"]) for v in views]
         images = ImageList.from_tensors(
             images,
             self.backbone.size_divisibility,

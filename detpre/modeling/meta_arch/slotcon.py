@@ -9,14 +9,14 @@ from detectron2.modeling.backbone import FPN
 from detectron2.modeling.backbone.resnet import BottleneckBlock
 from torch import nn
 
+from ...views import CROP_BOX, FLIPPED, IMAGE
 from ..ssl.centering import Centering
 from ..ssl.conv_mlp import ConvMLP
-from ..ssl.events import put_scalars
 from ..ssl.overlap_align import align_to_overlap, overlap_boxes
 from ..ssl.semantic_grouping import SemanticGrouping
 from ..ssl.slot_losses import grouping_loss, slot_contrast_loss, valid_slots
-from ..ssl.submodule_momentum import SubmoduleMomentumCopy
-from .encoder import Res5TrunkExport, build_res5_trunk, split_two_views
+from .base import PretrainingMetaArch
+from .encoder import Res5TrunkExport, build_res5_trunk
 
 __all__ = ["SlotCon", "zero_init_residual_"]
 
@@ -37,7 +37,7 @@ def zero_init_residual_(*modules):
 
 
 @META_ARCH_REGISTRY.register()
-class SlotCon(Res5TrunkExport, nn.Module):
+class SlotCon(Res5TrunkExport, PretrainingMetaArch):
     """
     SlotCon (Wen et al., "Self-Supervised Visual Representation Learning with Semantic Grouping",
     NeurIPS 2022) over a Detectron2 detector trunk. The student is the network handed over
@@ -64,6 +64,13 @@ class SlotCon(Res5TrunkExport, nn.Module):
     ``[metric]slotcon/...``. Eval output: per input, ``{"logits": (K, h, w)}``, the teacher's
     pixel-prototype cosine similarities of ``"image"`` (or of the first view).
     """
+
+    method = "slotcon"
+    teacher_parts = ("backbone", "roi_heads", "ssl_head.projector", "ssl_head.grouping")
+    # The release's _momentum_update_key_encoder moves parameters only: the teacher's BN running
+    # statistics are its own, from its own (train-mode) forward passes.
+    teacher_copies_buffers = False
+    view_keys = (IMAGE, CROP_BOX, FLIPPED)
 
     @configurable
     def __init__(
@@ -100,16 +107,7 @@ class SlotCon(Res5TrunkExport, nn.Module):
         self.backbone = backbone
         self.roi_heads = roi_heads
         self.ssl_head = ssl_head
-        self.momentum = SubmoduleMomentumCopy(
-            {
-                "backbone": backbone,
-                "roi_heads": roi_heads,
-                "ssl_head.projector": ssl_head["projector"],
-                "ssl_head.grouping": ssl_head["grouping"],
-            }
-        )
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"SSL.MOMENTUM must be in [0, 1], got {momentum}")
+        self.setup_pretraining(momentum=momentum, pixel_mean=pixel_mean, pixel_std=pixel_std)
         for key, t in (("STUDENT", student_temp), ("TEACHER", teacher_temp)):
             if t <= 0:
                 raise ValueError(f"SLOTCON.{key}_TEMP must be positive, got {t}")
@@ -117,14 +115,11 @@ class SlotCon(Res5TrunkExport, nn.Module):
             raise ValueError(
                 f"SLOTCON.GROUP_LOSS_WEIGHT must be in [0, 1], got {group_loss_weight}"
             )
-        self.base_momentum = momentum
         self.student_temp = student_temp
         self.teacher_temp = teacher_temp
         self.contrast_temp = contrast_temp
         self.group_loss_weight = group_loss_weight
         self.is_fpn = isinstance(backbone, FPN)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -153,25 +148,6 @@ class SlotCon(Res5TrunkExport, nn.Module):
             "group_loss_weight": sc.GROUP_LOSS_WEIGHT,
         }
 
-    @property
-    def device(self):
-        return self.pixel_mean.device
-
-    @torch.no_grad()
-    def momentum_update(self, momentum=None):
-        """
-        One EMA step of the teacher (``momentum.*``) towards the student; called by
-        ``MomentumScheduleHook`` after every optimizer step with the scheduled m (SSL.MOMENTUM
-        rising to 1 by a cosine with SSL.MOMENTUM_COSINE). Parameters only, as the release's
-        ``_momentum_update_key_encoder``: the teacher's BN running statistics are its own, from
-        its own (train-mode) forward passes, and are what the export carries.
-
-        Args:
-            momentum (float or None): m; SSL.MOMENTUM when None.
-        """
-        m = self.base_momentum if momentum is None else momentum
-        self.momentum.update(self, m, copy_buffers=False)
-
     def encode(self, net, images):
         """
         Args:
@@ -193,17 +169,13 @@ class SlotCon(Res5TrunkExport, nn.Module):
     def preprocess(self, images: List[torch.Tensor]):
         """
         Args:
-            images (list[Tensor]): (3, H, W) uint8 views in INPUT.FORMAT, all of one size.
+            images (list[Tensor]): (3, H, W) uint8 views in INPUT.FORMAT, all of one size (no
+                padding, which would enter the grouping; the ResNet needs none).
 
         Returns:
             Tensor: (N, 3, H, W) float, normalised.
         """
-        sizes = {tuple(x.shape) for x in images}
-        if len(sizes) != 1:
-            raise ValueError(f"SlotCon needs views of one size in a batch, got {sorted(sizes)}")
-        # One size: no padding, which would enter the grouping (the ResNet needs none).
-        x = torch.stack([im.to(self.device, non_blocking=True) for im in images]).float()
-        return (x - self.pixel_mean) / self.pixel_std
+        return self.stack_views([{IMAGE: x} for x in images])
 
     @torch.no_grad()
     def assign(self, images: List[torch.Tensor]):
@@ -221,14 +193,12 @@ class SlotCon(Res5TrunkExport, nn.Module):
 
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
-            images = [
-                x["image"] if "image" in x else x["views"][0]["image"] for x in batched_inputs
-            ]
+            images = [x[IMAGE] if IMAGE in x else x["views"][0][IMAGE] for x in batched_inputs]
             return [{"logits": logits} for logits in self.assign(images)]
-        views = split_two_views(batched_inputs, "view_1, view_2")
-        images = [self.preprocess([v["image"] for v in vs]) for vs in views]
-        crops = [self._geometry(vs, "crop_box").float() for vs in views]
-        flips = [self._geometry(vs, "flipped").bool() for vs in views]
+        views = self.split_views(batched_inputs)
+        images = [self.preprocess([v[IMAGE] for v in vs]) for vs in views]
+        crops = [self._geometry(vs, CROP_BOX).float() for vs in views]
+        flips = [self._geometry(vs, FLIPPED).bool() for vs in views]
         boxes, nonempty = zip(
             overlap_boxes(crops[0], crops[1], flips[0]),
             overlap_boxes(crops[1], crops[0], flips[1]),
@@ -269,25 +239,22 @@ class SlotCon(Res5TrunkExport, nn.Module):
         self.ssl_head["center"].update(t_logits.permute(0, 2, 3, 1).flatten(0, 2))
 
         k = t_logits.shape[1]
-        put_scalars(
-            {
-                # "[metric]" makes Detectron2's console printer show it beside the losses.
-                "[metric]slotcon/contrast_acc": sum(accs) / 2,
-                "[metric]slotcon/valid_slots": valid_slots(t_logits).sum(1).float().mean(),
-                "slotcon/overlap_fraction": overlap.mean(),
-                "slotcon/used_prototypes_fraction": valid_slots(t_logits).any(0).sum() / k,
-            }
+        self.put_metrics(
+            console={
+                "contrast_acc": sum(accs) / 2,
+                "valid_slots": valid_slots(t_logits).sum(1).float().mean(),
+            },
+            others={
+                "overlap_fraction": overlap.mean(),
+                "used_prototypes_fraction": valid_slots(t_logits).any(0).sum() / k,
+            },
         )
         w = self.group_loss_weight
-        return {"loss_slotcon_group": w * group, "loss_slotcon_contrast": (1.0 - w) * contrast}
+        return {
+            self.loss_name("group"): w * group,
+            self.loss_name("contrast"): (1.0 - w) * contrast,
+        }
 
     def _geometry(self, views, key):
-        values = []
-        for v in views:
-            if key not in v:
-                raise ValueError(
-                    f"SlotCon views need 'crop_box' and 'flipped' (got keys {sorted(v)}); set "
-                    "SSL.MAPPER 'SlotConViewsMapper'"
-                )
-            values.append(torch.as_tensor(v[key]))
-        return torch.stack(values).to(self.device)
+        """(N, ...) tensor of one geometry key of the views, on the model's device."""
+        return torch.stack([torch.as_tensor(v[key]) for v in views]).to(self.device)

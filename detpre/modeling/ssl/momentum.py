@@ -91,19 +91,31 @@ def cosine_momentum(base_momentum, iteration, max_iter):
 class MomentumCopy(nn.Module):
     """
     Momentum copies of named sub-modules of a meta-architecture, held under the same names (so
-    ``model.backbone`` has its copy at ``model.momentum.backbone``). The copies take no gradient;
-    :meth:`update` moves them towards the online modules by a momentum the caller schedules.
+    ``model.backbone`` has its copy at ``model.momentum.backbone``). Names may be dotted paths,
+    for EMA teachers that need only part of a module: ``{"backbone": ..., "ssl_head.projector":
+    ...}`` holds copies at ``momentum.backbone`` and ``momentum.ssl_head.projector`` (other
+    children of ``ssl_head``, such as a student-only predictor, are not copied). The copies take
+    no gradient; :meth:`update` moves them towards the online modules by a momentum the caller
+    schedules.
     """
 
     def __init__(self, online: Dict[str, nn.Module]):
         """
         Args:
-            online (dict[str, nn.Module]): attribute name -> online module of the owner.
+            online (dict[str, nn.Module]): dotted path on the owner -> online module.
         """
         super().__init__()
         self.names = tuple(online)
         for name, module in online.items():
-            self.add_module(name, build_momentum_copy(module))
+            *parents, leaf = name.split(".")
+            holder = self
+            for part in parents:
+                if part not in holder._modules:
+                    holder.add_module(part, nn.Module())
+                holder = holder._modules[part]
+            if leaf in holder._modules:
+                raise ValueError(f"MomentumCopy: {name!r} is given twice")
+            holder.add_module(leaf, build_momentum_copy(module))
 
     @torch.no_grad()
     def update(self, owner, momentum, copy_buffers=True):
@@ -115,7 +127,7 @@ class MomentumCopy(nn.Module):
             momentum (float): m, see :func:`momentum_update`.
             copy_buffers (bool): see :func:`momentum_update`.
         """
-        for name in self.names:  # get_submodule: subclasses may name dotted paths
+        for name in self.names:  # get_submodule: names may be dotted paths
             momentum_update(
                 owner.get_submodule(name), self.get_submodule(name), momentum, copy_buffers
             )
