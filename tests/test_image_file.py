@@ -230,7 +230,7 @@ def _geometry(out):
         views.append(
             (
                 tuple(view["image"].shape),
-                view["boxes"].tensor.tolist(),
+                view["boxes"].tensor.tolist() if "boxes" in view else None,
                 view["crop_box"].tolist() if "crop_box" in view else None,
                 view.get("flipped"),
             )

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from insloc_reference import FOREGROUND_SIZES, ks_statistic, release_paste_box
 from torchvision.transforms import RandomResizedCrop
 
+import detpre.data.mappers.base as mapper_base
 import detpre.data.mappers.insloc_composition as insloc
-import detpre.data.mappers.two_views as two_views
 from detpre.config import add_detpre_config
 from detpre.data.build import PRETRAIN_MAPPER_REGISTRY, build_pretrain_mapper
 from detpre.data.image_io import ImageFile
@@ -304,7 +304,7 @@ def spies(monkeypatch):
             super().__init__(file_name, format)
 
     monkeypatch.setattr(insloc, "sample_crop", spy_crop)
-    monkeypatch.setattr(two_views, "ImageFile", SpyFile)
+    monkeypatch.setattr(mapper_base, "ImageFile", SpyFile)
     return crops, reads
 
 

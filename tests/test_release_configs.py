@@ -204,10 +204,9 @@ def test_slotcon_pretraining_is_the_releases(name, prototypes, epochs):
     assert tuple(sc.CROP_RATIO) == pytest.approx((3 / 4, 4 / 3))
     assert (sc.MIN_OVERLAP, sc.OVERLAP_TRIES) == (0.01, 10)
     assert tuple(sc.COLOR_JITTER) == (0.4, 0.4, 0.2, 0.1)
-    assert tuple(sc.BLUR_PROBS) == (1.0, 0.1) and tuple(sc.SOLARIZE_PROBS) == (0.0, 0.2)
-    a = cfg.INPUT.SSL_AUG
-    assert (a.COLOR_JITTER_PROB, a.GRAYSCALE_PROB, a.FLIP_PROB) == (0.8, 0.2, 0.5)
-    assert tuple(a.BLUR_SIGMA) == (0.1, 2.0)
+    assert tuple(sc.BLUR_PROB) == (1.0, 0.1) and tuple(sc.SOLARIZE_PROB) == (0.0, 0.2)
+    assert (sc.COLOR_JITTER_PROB, sc.GRAYSCALE_PROB, cfg.INPUT.SSL_AUG.FLIP_PROB) == (0.8, 0.2, 0.5)
+    assert tuple(sc.BLUR_SIGMA) == (0.1, 2.0)
     assert cfg.MODEL.PIXEL_MEAN == MEAN and cfg.MODEL.PIXEL_STD == STD
     # The heads as built: projector 2048 -> 4096 -> 4096 -> 256 and predictor 256 -> 4096 ->
     # 4096 -> 256, a norm and a GELU after each hidden layer, trunc-normal(0.02) weights.

@@ -38,9 +38,9 @@ def _cfg(repo_root, size=64, flip=0.0, aug=False, **slotcon):
     # against full-size decodes in tests/test_image_file.py).
     cfg.INPUT.SSL_AUG.DRAFT_DECODE = False
     if not aug:
-        cfg.INPUT.SSL_AUG.COLOR_JITTER_PROB = cfg.INPUT.SSL_AUG.GRAYSCALE_PROB = 0.0
-        cfg.SLOTCON.BLUR_PROBS = (0.0, 0.0)
-        cfg.SLOTCON.SOLARIZE_PROBS = (0.0, 0.0)
+        cfg.SLOTCON.COLOR_JITTER_PROB = cfg.SLOTCON.GRAYSCALE_PROB = 0.0
+        cfg.SLOTCON.BLUR_PROB = (0.0, 0.0)
+        cfg.SLOTCON.SOLARIZE_PROB = (0.0, 0.0)
     for k, v in slotcon.items():
         cfg.SLOTCON[k] = v
     return cfg
@@ -97,7 +97,7 @@ def test_views_record_crops_in_the_image_and_overlap(repo_root, dicts):
             boxes = []
             for view in out["views"]:
                 assert view["image"].dtype == torch.uint8 and view["image"].shape == (3, 64, 64)
-                assert view["boxes"].tensor.tolist() == [[0.0, 0.0, 64.0, 64.0]]
+                assert sorted(view) == ["crop_box", "flipped", "image"]
                 x0, y0, x1, y1 = view["crop_box"].tolist()
                 assert 0 <= x0 < x1 <= d["width"] and 0 <= y0 < y1 <= d["height"]
                 flips.append(view["flipped"])
@@ -136,7 +136,7 @@ def _reference_views(out, file_name, size):
 
 def test_asymmetric_blur_and_solarization(repo_root, dicts):
     # view 1: always blurred, never solarized; view 2: never blurred, always solarized
-    cfg = _cfg(repo_root, BLUR_PROBS=(1.0, 0.0), SOLARIZE_PROBS=(0.0, 1.0))
+    cfg = _cfg(repo_root, BLUR_PROB=(1.0, 0.0), SOLARIZE_PROB=(0.0, 1.0))
     mapper = SlotConViewsMapper(cfg)
     _seed(2)
     out = mapper(dicts[1])
@@ -163,9 +163,10 @@ def test_published_augmentation_defaults(repo_root):
     cfg.merge_from_file(os.path.join(repo_root, "configs/pretrain/slotcon_R50_C4_800ep_coco.yaml"))
     mapper = SlotConViewsMapper(cfg)
     assert mapper.crop_size == 224 and mapper.crop_scale == (0.08, 1.0)
-    assert [a.blur_prob for a in mapper.pixel_augs] == [1.0, 0.1]
-    assert mapper.solarize_probs == (0.0, 0.2)
-    assert all(a.color_jitter_prob == 0.8 and a.grayscale_prob == 0.2 for a in mapper.pixel_augs)
+    pixel_augs = [a.pixel_aug for a in mapper.view_augs]
+    assert [a.blur_prob for a in pixel_augs] == [1.0, 0.1]
+    assert [a.solarize_prob for a in mapper.view_augs] == [0.0, 0.2]
+    assert all(a.color_jitter_prob == 0.8 and a.grayscale_prob == 0.2 for a in pixel_augs)
 
 
 def test_unreadable_image_is_skipped(repo_root, tmp_path):
@@ -178,8 +179,10 @@ def test_unreadable_image_is_skipped(repo_root, tmp_path):
     "key,value,match",
     [
         ("CROP_SCALE", (0.0, 1.0), "SLOTCON.CROP_SCALE"),
-        ("SOLARIZE_PROBS", (1.5, 0.0), "SLOTCON.SOLARIZE_PROBS"),
-        ("BLUR_PROBS", (1.0,), "SLOTCON.BLUR_PROBS"),
+        ("SOLARIZE_PROB", (1.5, 0.0), "SLOTCON.SOLARIZE_PROB"),
+        ("BLUR_PROB", (1.0,), "SLOTCON.BLUR_PROB"),
+        ("COLOR_JITTER_PROB", 1.5, "SLOTCON.COLOR_JITTER_PROB"),
+        ("BLUR_SIGMA", (2.0, 1.0), "SLOTCON.BLUR_SIGMA"),
         ("MIN_OVERLAP", 2.0, "SLOTCON.MIN_OVERLAP"),
         ("CROP_SIZE", 0, "SLOTCON.CROP_SIZE"),
     ],

@@ -42,13 +42,15 @@ def add_loca_config(cfg):
     _C.LOCA.CROP_RULE = "tf"
     # Probability of a horizontal flip of each query.
     _C.LOCA.QUERY_FLIP_PROB = 0.5
+    # The views' pixel augmentation, in the schema SlotCon's node uses too
+    # (detpre/data/transforms/view_aug.py); the blur kernel fraction is INPUT.SSL_AUG's.
     # Colour jitter strengths: brightness, contrast, saturation, hue.
     _C.LOCA.COLOR_JITTER = (0.4, 0.4, 0.2, 0.1)
     # Probability of the colour jitter, every view.
     _C.LOCA.COLOR_JITTER_PROB = 0.8
     # Probability of the grayscale conversion, every view.
     _C.LOCA.GRAYSCALE_PROB = 0.2
-    # Range of the Gaussian blur sigma, in pixels (kernel: 10% of the view side, made odd).
+    # Range of the Gaussian blur sigma, in pixels.
     _C.LOCA.BLUR_SIGMA = (0.1, 2.0)
     # Blur probability of the reference, the large query and each focal query (the evident intent
     # of the release's config), applied only when LOCA.RELEASE_BLUR is False.

@@ -21,13 +21,20 @@ def add_slotcon_config(cfg):
     _C.SLOTCON.MIN_OVERLAP = 0.01
     # How many draws of the second crop before falling back to an unconstrained crop.
     _C.SLOTCON.OVERLAP_TRIES = 10
-    # Colour jitter strengths of both views (brightness, contrast, saturation, hue); the jitter
-    # and grayscale probabilities, blur sigma and flip are INPUT.SSL_AUG's.
+    # The views' pixel augmentation (BYOL's asymmetric recipe), in the schema LOCA's node uses too
+    # (detpre/data/transforms/view_aug.py). Flip probability and blur kernel are INPUT.SSL_AUG's.
+    # Colour jitter strengths (brightness, contrast, saturation, hue), both views.
     _C.SLOTCON.COLOR_JITTER = (0.4, 0.4, 0.2, 0.1)
-    # Gaussian blur probability of the first and the second view (BYOL's asymmetric recipe).
-    _C.SLOTCON.BLUR_PROBS = (1.0, 0.1)
+    # Probability of the colour jitter, both views.
+    _C.SLOTCON.COLOR_JITTER_PROB = 0.8
+    # Probability of the grayscale conversion, both views.
+    _C.SLOTCON.GRAYSCALE_PROB = 0.2
+    # Range of the Gaussian blur sigma, in pixels.
+    _C.SLOTCON.BLUR_SIGMA = (0.1, 2.0)
+    # Gaussian blur probability of the first and the second view.
+    _C.SLOTCON.BLUR_PROB = (1.0, 0.1)
     # Solarization probability (threshold 128) of the first and the second view.
-    _C.SLOTCON.SOLARIZE_PROBS = (0.0, 0.2)
+    _C.SLOTCON.SOLARIZE_PROB = (0.0, 0.2)
     # --- model ---
     # Hidden width of the projector (1x1 convs on res5) and of the slot predictor MLP.
     _C.SLOTCON.HIDDEN_DIM = 4096

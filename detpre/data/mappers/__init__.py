@@ -1,5 +1,6 @@
 """Dataset mappers: dataset dicts -> model inputs. Importing registers the pretext mappers."""
 
+from .base import PretextMapper
 from .box_domain import BoxDomainMapper
 from .finetune import RobustDatasetMapper
 from .insloc_composition import InsLocCompositionMapper
@@ -11,6 +12,7 @@ __all__ = [
     "BoxDomainMapper",
     "InsLocCompositionMapper",
     "LocaViewsMapper",
+    "PretextMapper",
     "RobustDatasetMapper",
     "SlotConViewsMapper",
     "TwoCropsMapper",

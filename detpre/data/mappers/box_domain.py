@@ -10,9 +10,10 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from ...views import IMAGE, INSTANCES
 from ..build import PRETRAIN_MAPPER_REGISTRY
 from ..transforms.one_color_op import RandomColorOp
-from .two_views import TwoViewsMapper
+from .base import PretextMapper
 
 __all__ = ["BoxDomainMapper", "proposal_boxes"]
 
@@ -38,7 +39,7 @@ def proposal_boxes(dataset_dict, max_proposals=0):
 
 
 @PRETRAIN_MAPPER_REGISTRY.register()
-class BoxDomainMapper(TwoViewsMapper):
+class BoxDomainMapper(PretextMapper):
     """
     AlignDet's two views (Li et al., "AlignDet: Aligning Pre-training and Fine-tuning in Object
     Detection", ICCV 2023): each view, independently, resizes the image (shorter side drawn from
@@ -68,7 +69,10 @@ class BoxDomainMapper(TwoViewsMapper):
             color_magnitude (int): colour magnitudes are drawn in [1, color_magnitude).
             max_proposals (int): proposals used per image (the first ones); <= 0 keeps all.
         """
-        super().__init__(image_format=image_format, pixel_aug=None, flip_prob=flip_prob)
+        super().__init__(image_format=image_format)
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"ALIGNDET.FLIP_PROB={flip_prob} is not a probability")
+        self.flip = T.RandomFlip(prob=flip_prob, horizontal=True, vertical=False)
         if not min_sizes or min(min_sizes) <= 0 or max_size <= 0:
             raise ValueError(
                 f"ALIGNDET.MIN_SIZES {tuple(min_sizes)} and ALIGNDET.MAX_SIZE {max_size} must be "
@@ -81,8 +85,7 @@ class BoxDomainMapper(TwoViewsMapper):
 
     @classmethod
     def from_config(cls, cfg, is_train=True, dataset_dicts=None):
-        if not is_train:
-            raise ValueError("BoxDomainMapper builds training views only (is_train=False given)")
+        cls.check_train(is_train)
         return {
             "image_format": cfg.INPUT.FORMAT,
             "min_sizes": cfg.ALIGNDET.MIN_SIZES,
@@ -108,7 +111,7 @@ class BoxDomainMapper(TwoViewsMapper):
         instances.gt_boxes = Boxes(torch.as_tensor(tfms.apply_box(boxes), dtype=torch.float32))
         instances.gt_ids = torch.arange(len(boxes))
         tensor = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
-        return {"image": tensor, "instances": instances}
+        return {IMAGE: tensor, INSTANCES: instances}
 
     def make_views(self, image, dataset_dict):
         boxes = proposal_boxes(dataset_dict, self.max_proposals)

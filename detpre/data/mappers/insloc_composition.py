@@ -11,7 +11,8 @@ from detectron2.data.common import DatasetFromList
 from ..build import PRETRAIN_MAPPER_REGISTRY, get_pretrain_dicts
 from ..image_io import CorruptImageError
 from ..transforms.crops import resize_bilinear, sample_crop
-from .two_views import TwoViewsMapper, check_range
+from .base import check_range
+from .two_views import TwoViewsMapper
 
 __all__ = [
     "InsLocCompositionMapper",

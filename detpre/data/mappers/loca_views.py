@@ -7,9 +7,8 @@ import random
 
 import torch
 from detectron2.config import configurable
-from detectron2.structures import Boxes
-from torchvision.transforms.v2 import functional as TF
 
+from ...views import CROP_BOX, FLIPPED, IMAGE
 from ..build import PRETRAIN_MAPPER_REGISTRY
 from ..transforms.crops import (
     chw_tensor,
@@ -18,42 +17,14 @@ from ..transforms.crops import (
     sample_crop,
     sample_distorted_crop,
 )
-from ..transforms.pixel_aug import PixelAugmentation
-from .two_views import TwoViewsMapper, check_range
+from ..transforms.view_aug import build_view_augmentations
+from .base import PretextMapper, check_range
 
-__all__ = ["LocaViewsMapper", "ViewAugmentation"]
-
-
-class ViewAugmentation:
-    """MoCo-v2 / BYOL pixel augmentation followed by a random solarization (threshold 128)."""
-
-    def __init__(self, pixel_aug, solarize_prob):
-        """
-        Args:
-            pixel_aug (PixelAugmentation): colour jitter, grayscale, blur.
-            solarize_prob (float): probability of inverting the pixels >= 128.
-        """
-        if not 0.0 <= solarize_prob <= 1.0:
-            raise ValueError(f"LOCA.SOLARIZE_PROB entry {solarize_prob} is not a probability")
-        self.pixel_aug = pixel_aug
-        self.solarize_prob = solarize_prob
-
-    def __call__(self, image):
-        """
-        Args:
-            image (Tensor): (3, H, W) uint8.
-
-        Returns:
-            Tensor: (3, H, W) uint8.
-        """
-        image = self.pixel_aug(image)
-        if torch.rand(1).item() < self.solarize_prob:
-            image = TF.solarize(image, threshold=128)
-        return image
+__all__ = ["LocaViewsMapper"]
 
 
 @PRETRAIN_MAPPER_REGISTRY.register()
-class LocaViewsMapper(TwoViewsMapper):
+class LocaViewsMapper(PretextMapper):
     """
     The views of LOCA (Caron et al., "Location-Aware Self-Supervised Transformers for Semantic
     Segmentation", 2022), in this order:
@@ -72,9 +43,8 @@ class LocaViewsMapper(TwoViewsMapper):
     LOCA.RELEASE_BLUR False the views are blurred with probability 1.0 / 0.1 / 0.5
     (LOCA.BLUR_PROB), the evident intent.
 
-    Every view is ``{"image": uint8 (3, S, S), "boxes": Boxes (1, 4) the whole view,
-    "crop_box": float32 (4,) XYXY region of the original image it was resized from, "flipped":
-    bool}``; the model derives the position targets from ``crop_box`` and ``flipped``
+    Every view is ``{"image": uint8 (3, S, S), "crop_box": float32 (4,) XYXY region of the
+    original image it was resized from, "flipped": bool}``; the model derives the position targets from ``crop_box`` and ``flipped``
     (:func:`detpre.modeling.ssl.patch_positions.patch_position_targets`).
     """
 
@@ -113,14 +83,9 @@ class LocaViewsMapper(TwoViewsMapper):
                 "torchvision" as ``RandomResizedCrop`` (:func:`sample_crop`).
             reference_aug, query_aug, focal_aug (callable): uint8 (3, S, S) -> uint8 (3, S, S).
             image_format (str): INPUT.FORMAT, "RGB" or "BGR".
-            draft_decode (bool): see :class:`TwoViewsMapper`.
+            draft_decode (bool): see :class:`PretextMapper`.
         """
-        super().__init__(
-            image_format=image_format,
-            pixel_aug=query_aug,
-            flip_prob=query_flip_prob,
-            draft_decode=draft_decode,
-        )
+        super().__init__(image_format=image_format, draft_decode=draft_decode)
         for key, size in (
             ("REFERENCE_SIZE", reference_size),
             ("QUERY_SIZE", query_size),
@@ -164,29 +129,12 @@ class LocaViewsMapper(TwoViewsMapper):
     @classmethod
     def from_config(cls, cfg, is_train=True, dataset_dicts=None):
         # dataset_dicts: part of the pretext-mapper signature; LOCA needs no other image.
-        if not is_train:
-            raise ValueError(f"{cls.__name__} builds training views only (is_train=False given)")
+        cls.check_train(is_train)
         loca = cfg.LOCA
-        for key in ("BLUR_PROB", "SOLARIZE_PROB"):
-            if len(loca[key]) != 3:
-                raise ValueError(
-                    f"LOCA.{key}={tuple(loca[key])}: expected 3 probabilities (reference, large "
-                    "query, focal queries)"
-                )
-
-        def augmentation(i):
-            pixel_aug = PixelAugmentation(
-                color_jitter=tuple(loca.COLOR_JITTER),
-                color_jitter_prob=loca.COLOR_JITTER_PROB,
-                grayscale_prob=loca.GRAYSCALE_PROB,
-                blur_sigma=tuple(loca.BLUR_SIGMA),
-                # The release's blur is a no-op (see LOCA.RELEASE_BLUR).
-                blur_prob=0.0 if loca.RELEASE_BLUR else loca.BLUR_PROB[i],
-                blur_kernel_fraction=cfg.INPUT.SSL_AUG.BLUR_KERNEL_FRACTION,
-                image_format=cfg.INPUT.FORMAT,
-            )
-            return ViewAugmentation(pixel_aug, loca.SOLARIZE_PROB[i])
-
+        # The release's blur is a no-op (see LOCA.RELEASE_BLUR).
+        augs = build_view_augmentations(
+            cfg, "LOCA", ("reference", "large query", "focal queries"), blur=not loca.RELEASE_BLUR
+        )
         return {
             "reference_size": loca.REFERENCE_SIZE,
             "reference_scale": tuple(loca.REFERENCE_SCALE),
@@ -199,9 +147,9 @@ class LocaViewsMapper(TwoViewsMapper):
             "crop_ratio": tuple(loca.CROP_RATIO),
             "crop_rule": loca.CROP_RULE,
             "query_flip_prob": loca.QUERY_FLIP_PROB,
-            "reference_aug": augmentation(0),
-            "query_aug": augmentation(1),
-            "focal_aug": augmentation(2),
+            "reference_aug": augs[0],
+            "query_aug": augs[1],
+            "focal_aug": augs[2],
             "image_format": cfg.INPUT.FORMAT,
             "draft_decode": cfg.INPUT.SSL_AUG.DRAFT_DECODE,
         }
@@ -233,10 +181,9 @@ class LocaViewsMapper(TwoViewsMapper):
             tensor = chw_tensor(hflip_image(view) if flipped else view)
             views.append(
                 {
-                    "image": aug(tensor),
-                    "boxes": Boxes(torch.tensor([[0.0, 0.0, side, side]])),
-                    "crop_box": torch.tensor([x, y, x + w, y + h], dtype=torch.float32),
-                    "flipped": flipped,
+                    IMAGE: aug(tensor),
+                    CROP_BOX: torch.tensor([x, y, x + w, y + h], dtype=torch.float32),
+                    FLIPPED: flipped,
                 }
             )
         return views

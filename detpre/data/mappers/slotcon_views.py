@@ -9,10 +9,10 @@ import random
 import cv2
 import torch
 from detectron2.config import configurable
-from detectron2.structures import Boxes
+from detectron2.data import transforms as T
 from fvcore.transforms.transform import HFlipTransform
-from torchvision.transforms import v2
 
+from ...views import CROP_BOX, FLIPPED, IMAGE
 from ..build import PRETRAIN_MAPPER_REGISTRY
 from ..transforms.crops import (
     AREA_INTERPOLATION_FACTOR,
@@ -21,8 +21,8 @@ from ..transforms.crops import (
     resize_image,
     sample_crop,
 )
-from ..transforms.pixel_aug import PixelAugmentation
-from .two_views import TwoViewsMapper, check_range
+from ..transforms.view_aug import build_view_augmentations
+from .base import PretextMapper, check_range
 
 __all__ = ["SlotConViewsMapper", "sample_overlapping_crop"]
 
@@ -77,17 +77,16 @@ def _resize(image, height, width):
 
 
 @PRETRAIN_MAPPER_REGISTRY.register()
-class SlotConViewsMapper(TwoViewsMapper):
+class SlotConViewsMapper(PretextMapper):
     """
     The views of SlotCon (Wen et al., "Self-Supervised Visual Representation Learning with
     Semantic Grouping", NeurIPS 2022): two random-resized crops (area 8% to 100%) of one image
     resized to ``crop_size`` squares, the second redrawn until at least 1% of its area lies in the
-    first; each flipped with probability ``flip_prob``; colour jitter and grayscale on both, blur
-    always on the first and with probability 0.1 on the second, solarization on the second with
-    probability 0.2 (BYOL's asymmetric recipe).
+    first; each flipped with probability ``flip_prob``; then BYOL's asymmetric pixel augmentation
+    (:func:`build_view_augmentations`, the SLOTCON node's per-view probabilities).
 
-    Each view is ``{"image": uint8 (3, S, S), "boxes": Boxes([[0, 0, S, S]]) (the whole view),
-    "crop_box": float32 (4,) XYXY of the crop in the original image's pixels, "flipped": bool}``;
+    Each view is ``{"image": uint8 (3, S, S), "crop_box": float32 (4,) XYXY of the crop in the
+    original image's pixels, "flipped": bool}``;
     the model computes the overlap of the two crops in each view from ``crop_box`` and
     ``flipped``.
     """
@@ -101,8 +100,7 @@ class SlotConViewsMapper(TwoViewsMapper):
         crop_ratio,
         min_overlap,
         overlap_tries,
-        pixel_augs,
-        solarize_probs,
+        view_augs,
         image_format,
         flip_prob,
         draft_decode=True,
@@ -114,68 +112,45 @@ class SlotConViewsMapper(TwoViewsMapper):
             crop_ratio (tuple[float, float]): crop aspect-ratio range (log-uniform).
             min_overlap (float): fraction of the second crop's area that must lie in the first.
             overlap_tries (int): draws of the second crop before an unconstrained one.
-            pixel_augs (tuple[callable, callable]): colour jitter, grayscale and blur of each view.
-            solarize_probs (tuple[float, float]): solarization probability of each view.
-            image_format, flip_prob, draft_decode: see :class:`TwoViewsMapper`.
+            view_augs (tuple[callable, callable]): uint8 (3, S, S) -> uint8 (3, S, S), the pixel
+                augmentation of each view (:class:`ViewAugmentation`).
+            image_format (str): INPUT.FORMAT, "RGB" or "BGR".
+            flip_prob (float): probability of a horizontal flip of each view.
+            draft_decode (bool): see :class:`PretextMapper`.
         """
-        super().__init__(
-            image_format=image_format,
-            pixel_aug=None,
-            flip_prob=flip_prob,
-            draft_decode=draft_decode,
-        )
+        super().__init__(image_format=image_format, draft_decode=draft_decode)
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"INPUT.SSL_AUG.FLIP_PROB={flip_prob} is not a probability")
+        self.flip = T.RandomFlip(prob=flip_prob, horizontal=True, vertical=False)
         if crop_size < 1:
             raise ValueError(f"SLOTCON.CROP_SIZE={crop_size} must be a positive side in pixels")
         if not 0.0 <= min_overlap <= 1.0:
             raise ValueError(f"SLOTCON.MIN_OVERLAP={min_overlap} must be a fraction in [0, 1]")
         if overlap_tries < 1:
             raise ValueError(f"SLOTCON.OVERLAP_TRIES={overlap_tries} must be at least 1")
-        if len(pixel_augs) != 2:
-            raise ValueError(
-                f"SlotConViewsMapper needs 2 pixel augmentations, got {len(pixel_augs)}"
-            )
-        if len(solarize_probs) != 2 or not all(0.0 <= p <= 1.0 for p in solarize_probs):
-            raise ValueError(
-                f"SLOTCON.SOLARIZE_PROBS={tuple(solarize_probs)}: expected 2 probabilities"
-            )
+        if len(view_augs) != 2:
+            raise ValueError(f"SlotConViewsMapper needs 2 view augmentations, got {len(view_augs)}")
         self.crop_size = int(crop_size)
         self.crop_scale = check_range("SLOTCON.CROP_SCALE", crop_scale, high=1.0)
         self.crop_ratio = check_range("SLOTCON.CROP_RATIO", crop_ratio)
         self.min_overlap = float(min_overlap)
         self.overlap_tries = int(overlap_tries)
-        self.pixel_augs = tuple(pixel_augs)
-        self.solarize_probs = tuple(solarize_probs)
+        self.view_augs = tuple(view_augs)
 
     @classmethod
     def from_config(cls, cfg, is_train=True, dataset_dicts=None):
-        base = cls._base_config(cfg, is_train)
-        aug = cfg.INPUT.SSL_AUG
-        blur_probs = tuple(cfg.SLOTCON.BLUR_PROBS)
-        if len(blur_probs) != 2:
-            raise ValueError(f"SLOTCON.BLUR_PROBS={blur_probs}: expected one per view")
-        pixel_augs = tuple(
-            PixelAugmentation(
-                color_jitter=tuple(cfg.SLOTCON.COLOR_JITTER),
-                color_jitter_prob=aug.COLOR_JITTER_PROB,
-                grayscale_prob=aug.GRAYSCALE_PROB,
-                blur_sigma=tuple(aug.BLUR_SIGMA),
-                blur_prob=p,
-                blur_kernel_fraction=aug.BLUR_KERNEL_FRACTION,
-                image_format=cfg.INPUT.FORMAT,
-            )
-            for p in blur_probs
-        )
+        # dataset_dicts: part of the pretext-mapper signature; SlotCon needs no other image.
+        cls.check_train(is_train)
         return {
             "crop_size": cfg.SLOTCON.CROP_SIZE,
             "crop_scale": tuple(cfg.SLOTCON.CROP_SCALE),
             "crop_ratio": tuple(cfg.SLOTCON.CROP_RATIO),
             "min_overlap": cfg.SLOTCON.MIN_OVERLAP,
             "overlap_tries": cfg.SLOTCON.OVERLAP_TRIES,
-            "pixel_augs": pixel_augs,
-            "solarize_probs": tuple(cfg.SLOTCON.SOLARIZE_PROBS),
-            "image_format": base["image_format"],
-            "flip_prob": base["flip_prob"],
-            "draft_decode": base["draft_decode"],
+            "view_augs": build_view_augmentations(cfg, "SLOTCON", ("view 1", "view 2")),
+            "image_format": cfg.INPUT.FORMAT,
+            "flip_prob": cfg.INPUT.SSL_AUG.FLIP_PROB,
+            "draft_decode": cfg.INPUT.SSL_AUG.DRAFT_DECODE,
         }
 
     def sample_crops(self, height, width):
@@ -205,15 +180,11 @@ class SlotConViewsMapper(TwoViewsMapper):
         views = []
         for i, ((y, x, h, w), view) in enumerate(zip(crops, resized)):
             flipped = isinstance(self.flip.get_transform(view), HFlipTransform)
-            tensor = self.pixel_augs[i](chw_tensor(hflip_image(view) if flipped else view))
-            if torch.rand(1).item() < self.solarize_probs[i]:
-                tensor = v2.functional.solarize(tensor, threshold=128)
             views.append(
                 {
-                    "image": tensor,
-                    "boxes": Boxes(torch.tensor([[0.0, 0.0, s, s]])),
-                    "crop_box": torch.tensor([x, y, x + w, y + h], dtype=torch.float32),
-                    "flipped": flipped,
+                    IMAGE: self.view_augs[i](chw_tensor(hflip_image(view) if flipped else view)),
+                    CROP_BOX: torch.tensor([x, y, x + w, y + h], dtype=torch.float32),
+                    FLIPPED: flipped,
                 }
             )
         return views

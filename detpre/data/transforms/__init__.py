@@ -11,15 +11,18 @@ from .strong_aug import (
     build_strong_augmentation,
     build_strong_augmentation_preset,
 )
+from .view_aug import ViewAugmentation, build_view_augmentations
 
 __all__ = [
     "COLOR_OPS",
     "PixelAugmentation",
     "RandomColorOp",
     "STRONG_AUG_PRESETS",
+    "ViewAugmentation",
     "apply_color_op",
     "build_strong_augmentation",
     "build_strong_augmentation_preset",
+    "build_view_augmentations",
     "flip_box",
     "resize_image",
     "sample_crop",

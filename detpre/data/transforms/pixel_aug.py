@@ -94,6 +94,7 @@ class PixelAugmentation:
         blur_prob,
         blur_kernel_fraction=_BLUR_KERNEL_FRACTION,
         image_format="RGB",
+        config_node="INPUT.SSL_AUG",
     ):
         """
         Args:
@@ -105,6 +106,7 @@ class PixelAugmentation:
             blur_prob (float): probability of the blur.
             blur_kernel_fraction (float): blur kernel side as a fraction of the shorter side.
             image_format (str): channel order of the images, "RGB" or "BGR".
+            config_node (str): the config node the values come from, named in errors.
         """
         if image_format not in _FORMATS:
             raise ValueError(
@@ -116,15 +118,15 @@ class PixelAugmentation:
             ("BLUR_PROB", blur_prob),
         ):
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"INPUT.SSL_AUG.{name}={p} is not a probability")
+                raise ValueError(f"{config_node}.{name}={p} is not a probability")
         if len(color_jitter) != 4:
             raise ValueError(
-                f"INPUT.SSL_AUG.COLOR_JITTER={tuple(color_jitter)}: expected 4 values "
+                f"{config_node}.COLOR_JITTER={tuple(color_jitter)}: expected 4 values "
                 "(brightness, contrast, saturation, hue)"
             )
         if len(blur_sigma) != 2 or not 0 < blur_sigma[0] <= blur_sigma[1]:
             raise ValueError(
-                f"INPUT.SSL_AUG.BLUR_SIGMA={tuple(blur_sigma)}: expected 0 < min <= max"
+                f"{config_node}.BLUR_SIGMA={tuple(blur_sigma)}: expected 0 < min <= max"
             )
         if not 0 < blur_kernel_fraction <= 1:
             raise ValueError(f"blur_kernel_fraction={blur_kernel_fraction} must lie in (0, 1]")
