@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detpre.modeling.ssl import box_id_contrast
+from detpre.modeling.aligndet.box_contrast import box_id_contrast
 
 
 def _reference(q, q_ids, k, k_ids, t, background=None):

@@ -17,7 +17,7 @@ from insloc_reference import (
 )
 
 from detpre.config import add_detpre_config
-from detpre.modeling.ssl import AnchorBoxJitter
+from detpre.modeling.insloc import AnchorBoxJitter
 
 
 def _jitter(**overrides):

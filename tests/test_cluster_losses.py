@@ -9,7 +9,7 @@ import torch
 from detectron2.utils import comm
 
 from detpre.engine import launch
-from detpre.modeling.ssl.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
+from detpre.modeling.loca.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
 
 WORLD = 2
 

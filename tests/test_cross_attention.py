@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detpre.modeling.ssl.cross_attention import CrossAttentionBlock
+from detpre.modeling.loca.cross_attention import CrossAttentionBlock
 
 
 def _direct(block, x, kv, heads):

@@ -17,20 +17,13 @@ from detectron2.utils.events import EventStorage
 from detpre.checkpoint import DetpreCheckpointer
 from detpre.checkpoint.export import FinetuneExporter
 from detpre.data.mappers import LocaViewsMapper
-from detpre.engine import PretrainTrainer, get_detpre_cfg
-from detpre.modeling.meta_arch import LOCA
-from detpre.modeling.ssl.patch_positions import patch_position_targets
+from detpre.engine import PretrainTrainer
+from detpre.modeling.loca import LOCA
+from detpre.modeling.loca.patch_positions import patch_position_targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRETRAIN_ONLY = ("momentum.", "ssl_head.")
-
-
-def _cfg(repo_root, name, *opts):
-    cfg = get_detpre_cfg()
-    cfg.merge_from_file(os.path.join(repo_root, "configs", name))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
-    return cfg
 
 
 def _batch(cfg, datasets_root, n=2, seed=0):
@@ -50,9 +43,9 @@ def _batch(cfg, datasets_root, n=2, seed=0):
 
 
 @pytest.fixture
-def tiny_vit(repo_root):
-    cfg = _cfg(
-        repo_root, "pretrain/loca_ViT_cpu_imagenet_sample.yaml", "MODEL.VIT.DROP_PATH_RATE", "0.0"
+def tiny_vit(load_config):
+    cfg = load_config(
+        "configs/pretrain/loca_ViT_cpu_imagenet_sample.yaml", "MODEL.VIT.DROP_PATH_RATE", "0.0"
     )
     torch.manual_seed(0)
     return cfg, build_model(cfg)
@@ -64,8 +57,8 @@ def _load_rows(finetune_model, path):
     return {row.group: row for row in checkpointer.last_load_report}
 
 
-def test_vit_b_export_loads_into_stock_vitdet(repo_root, tmp_path):
-    cfg = _cfg(repo_root, "pretrain/loca_ViT_B_100ep_imagenet.yaml")
+def test_vit_b_export_loads_into_stock_vitdet(tmp_path, load_config):
+    cfg = load_config("configs/pretrain/loca_ViT_B_100ep_imagenet.yaml")
     model = build_model(cfg)
     assert isinstance(model, LOCA) and model.is_vit
     state = model.state_dict()
@@ -83,7 +76,7 @@ def test_vit_b_export_loads_into_stock_vitdet(repo_root, tmp_path):
     for k, v in exported.items():
         assert torch.equal(v, teacher[k]), k
 
-    finetune = build_model(_cfg(repo_root, "finetune/mask_rcnn_ViTDet_B_100ep_coco.yaml"))
+    finetune = build_model(load_config("configs/finetune/mask_rcnn_ViTDet_B_100ep_coco.yaml"))
     ft_keys = set(finetune.state_dict())
     net_keys = {k for k in ft_keys if k.startswith("backbone.net.")}
     # Exactly the relative position tables are new in fine-tuning (2 per block).
@@ -108,8 +101,8 @@ def test_vit_b_export_loads_into_stock_vitdet(repo_root, tmp_path):
         ("FPN", "mask_rcnn_R50_FPN_cpu_coco_tiny.yaml", ("backbone.bottom_up",)),
     ],
 )
-def test_r50_export_loads_with_complete_backbone(repo_root, tmp_path, arch, finetune, groups):
-    cfg = _cfg(repo_root, f"pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml")
+def test_r50_export_loads_with_complete_backbone(tmp_path, arch, finetune, groups, load_config):
+    cfg = load_config(f"configs/pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml")
     model = build_model(cfg)
     assert not model.is_vit and model.has_unused_parameters == (arch == "FPN")
     # Tokens from res5 (2048 channels), dilated to keep res4's stride: 7x7 cells at the CPU
@@ -124,7 +117,7 @@ def test_r50_export_loads_with_complete_backbone(repo_root, tmp_path, arch, fine
     )
     exported = torch.load(path, map_location="cpu", weights_only=False)["model"]
     assert exported and all(k.startswith(groups) for k in exported)
-    finetune_model = build_model(_cfg(repo_root, f"finetune/{finetune}"))
+    finetune_model = build_model(load_config(f"configs/finetune/{finetune}"))
     rows = _load_rows(finetune_model, path)
     for group in groups:
         row = rows[group]
@@ -144,12 +137,11 @@ def test_r50_export_loads_with_complete_backbone(repo_root, tmp_path, arch, fine
 
 
 @pytest.mark.parametrize("arch", ["C4", "FPN"])
-def test_r50_pretraining_changes_every_exported_tensor(repo_root, tmp_path, arch):
+def test_r50_pretraining_changes_every_exported_tensor(tmp_path, arch, load_config):
     """Two iterations of the pretraining trainer: every tensor of the export (stem to res5, BN
     statistics included) differs from the same model's export before training."""
-    cfg = _cfg(
-        repo_root,
-        f"pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml",
+    cfg = load_config(
+        f"configs/pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml",
         *("SSL.EPOCHS", "0", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2"),
         *("LOCA.NUM_FOCAL_QUERIES", "2", "DATALOADER.NUM_WORKERS", "0", "SEED", "3"),
         *("SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(tmp_path)),
@@ -167,16 +159,16 @@ def test_r50_pretraining_changes_every_exported_tensor(repo_root, tmp_path, arch
     after = torch.load(tmp_path / "model_final_d2.pth", map_location="cpu", weights_only=False)
     after = after["model"]
     expected = {"C4": ("backbone.", "roi_heads.res5."), "FPN": ("backbone.bottom_up.",)}[arch]
-    target = build_model(_cfg(repo_root, f"pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml"))
+    target = build_model(load_config(f"configs/pretrain/loca_R50_{arch}_cpu_imagenet_sample.yaml"))
     assert set(after) == set(before) == {k for k in target.state_dict() if k.startswith(expected)}
     assert any(k.startswith("roi_heads.res5.") or ".res5." in k for k in after)
     unchanged = [k for k in after if torch.equal(after[k], before[k])]
     assert not unchanged, unchanged
 
 
-def test_r50_c4_train_step(repo_root, datasets_root):
-    cfg = _cfg(
-        repo_root, "pretrain/loca_R50_C4_cpu_imagenet_sample.yaml", "LOCA.NUM_FOCAL_QUERIES", "2"
+def test_r50_c4_train_step(datasets_root, load_config):
+    cfg = load_config(
+        "configs/pretrain/loca_R50_C4_cpu_imagenet_sample.yaml", "LOCA.NUM_FOCAL_QUERIES", "2"
     )
     model = build_model(cfg).train()
     with EventStorage():
@@ -306,12 +298,11 @@ def test_losses_against_independent_computation(tiny_vit, datasets_root):
     assert losses["loss_loca_cluster"].item() == pytest.approx(cluster, rel=1e-4)
 
 
-def test_bad_setups(repo_root, tiny_vit, datasets_root):
+def test_bad_setups(tiny_vit, datasets_root, load_config):
     with pytest.raises(ValueError, match="MODEL.VIT.USE_REL_POS False"):
         build_model(
-            _cfg(
-                repo_root,
-                "pretrain/loca_ViT_cpu_imagenet_sample.yaml",
+            load_config(
+                "configs/pretrain/loca_ViT_cpu_imagenet_sample.yaml",
                 "MODEL.VIT.USE_REL_POS",
                 "True",
             )

@@ -17,7 +17,7 @@ import torch
 from detpre.data.mappers import LocaViewsMapper
 from detpre.data.transforms.crops import sample_crop, sample_distorted_crop
 from detpre.engine import get_detpre_cfg
-from detpre.modeling.ssl.patch_positions import patch_position_targets
+from detpre.modeling.loca.patch_positions import patch_position_targets
 
 H, W = 160, 200  # coordinates fit in uint8
 

@@ -22,13 +22,14 @@ from detectron2.utils.events import EventStorage
 
 from detpre.data.build import build_pretrain_mapper, get_pretrain_dicts
 from detpre.engine import DetpreTrainer, MixedPrecisionTrainer, autocast_dtype, get_detpre_cfg
-from detpre.modeling.ssl import FeatureQueue, box_id_contrast, info_nce, momentum_update
-from detpre.modeling.ssl.centering import Centering
-from detpre.modeling.ssl.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
+from detpre.modeling.aligndet.box_contrast import box_id_contrast
+from detpre.modeling.loca.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
+from detpre.modeling.loca.sinkhorn import sinkhorn_knopp
+from detpre.modeling.slotcon.centering import Centering
+from detpre.modeling.slotcon.semantic_grouping import attention_pool, prototype_logits
+from detpre.modeling.slotcon.slot_losses import grouping_loss, slot_contrast_loss
+from detpre.modeling.ssl import FeatureQueue, info_nce, momentum_update
 from detpre.modeling.ssl.precision import float32_outside_autocast
-from detpre.modeling.ssl.semantic_grouping import attention_pool, prototype_logits
-from detpre.modeling.ssl.sinkhorn import sinkhorn_knopp
-from detpre.modeling.ssl.slot_losses import grouping_loss, slot_contrast_loss
 from detpre.solver import build_pretrain_optimizer
 
 SMALL = ["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "SSL.BN_GROUPS", "1"]

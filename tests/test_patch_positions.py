@@ -13,7 +13,7 @@ from fvcore.transforms.transform import CropTransform, HFlipTransform, Transform
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detpre.modeling.ssl.patch_positions import patch_position_targets
+from detpre.modeling.loca.patch_positions import patch_position_targets
 
 
 def _view_transform(box, flipped, side):

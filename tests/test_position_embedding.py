@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detpre.modeling.ssl.position_embedding import resize_abs_pos
+from detpre.modeling.loca.position_embedding import resize_abs_pos
 
 
 def _weights(in_size, out_size):

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from detpre.modeling.ssl.prototype_head import PrototypeHead
+from detpre.modeling.loca.prototype_head import PrototypeHead
 
 
 def test_cosine_scores_against_direct_computation():

@@ -12,7 +12,7 @@ import torch
 from detectron2.utils import comm
 
 from detpre.engine import launch
-from detpre.modeling.ssl.sinkhorn import sinkhorn_knopp
+from detpre.modeling.loca.sinkhorn import sinkhorn_knopp
 
 WORLD = 2
 

@@ -45,7 +45,7 @@ class LocaViewsMapper(PretextMapper):
 
     Every view is ``{"image": uint8 (3, S, S), "crop_box": float32 (4,) XYXY region of the
     original image it was resized from, "flipped": bool}``; the model derives the position targets from ``crop_box`` and ``flipped``
-    (:func:`detpre.modeling.ssl.patch_positions.patch_position_targets`).
+    (:func:`detpre.modeling.loca.patch_positions.patch_position_targets`).
     """
 
     @configurable

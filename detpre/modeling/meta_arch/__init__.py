@@ -1,23 +1,17 @@
-"""Pretraining meta-architectures, registered in Detectron2's META_ARCH_REGISTRY."""
+"""
+What the pretraining meta-architectures share: the trainer contract (:class:`PretrainingMetaArch`),
+the detector trunk they train under ``GeneralizedRCNN``'s names, and MoCo's momentum contrast
+(InsLoc, MoCo-v2). Each method lives in its own folder (``detpre/modeling/<method>/``).
+"""
 
-from .aligndet import AlignDet
-from .aligndet_retinanet import AlignDetRetinaNet
 from .base import PretrainingMetaArch
-from .encoder import build_detector_trunk
-from .insloc import InsLoc
-from .loca import LOCA
-from .moco import MoCoV2
+from .encoder import Res5TrunkExport, build_detector_trunk, build_res5_trunk
 from .momentum_contrast import MomentumContrast
-from .slotcon import SlotCon
 
 __all__ = [
-    "AlignDet",
-    "AlignDetRetinaNet",
-    "InsLoc",
-    "LOCA",
-    "MoCoV2",
     "MomentumContrast",
     "PretrainingMetaArch",
-    "SlotCon",
+    "Res5TrunkExport",
     "build_detector_trunk",
+    "build_res5_trunk",
 ]

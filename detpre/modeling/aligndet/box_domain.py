@@ -9,8 +9,8 @@ import torch
 from detectron2.modeling.backbone import FPN
 
 from ...views import IMAGE, INSTANCES
-from ..ssl import batch_unique_ids
-from .base import PretrainingMetaArch
+from ..meta_arch.base import PretrainingMetaArch
+from .proposal_ids import batch_unique_ids
 
 __all__ = ["BoxDomainPretraining", "frozen_backbone_path"]
 

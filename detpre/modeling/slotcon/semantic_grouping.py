@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .precision import float32_outside_autocast
+from ..ssl.precision import float32_outside_autocast
 
 __all__ = ["SemanticGrouping", "attention_pool", "prototype_logits"]
 

@@ -7,7 +7,7 @@ every RoI of another id in both views being a negative.
 import torch
 import torch.nn.functional as F
 
-from .precision import float32_outside_autocast
+from ..ssl.precision import float32_outside_autocast
 
 __all__ = ["box_id_contrast"]
 

@@ -9,14 +9,14 @@ from torch import nn
 
 from ...views import CROP_BOX, FLIPPED, IMAGE
 from ..backbone.dilation import dilate_stage
-from ..ssl.cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
-from ..ssl.loca_head import LocaHead
-from ..ssl.patch_positions import patch_position_targets
-from ..ssl.position_embedding import resize_abs_pos
-from ..ssl.prototype_head import PrototypeHead
-from ..ssl.sinkhorn import sinkhorn_knopp
-from .base import PretrainingMetaArch
-from .encoder import Res5TrunkExport, build_res5_trunk
+from ..meta_arch.base import PretrainingMetaArch
+from ..meta_arch.encoder import Res5TrunkExport, build_res5_trunk
+from .cluster_losses import masked_soft_cross_entropy, mean_entropy_penalty
+from .loca_head import LocaHead
+from .patch_positions import patch_position_targets
+from .position_embedding import resize_abs_pos
+from .prototype_head import PrototypeHead
+from .sinkhorn import sinkhorn_knopp
 
 __all__ = ["LOCA"]
 

@@ -7,8 +7,10 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.roi_heads import Res5ROIHeads
 
-from ..ssl import MLPProjection, box_id_contrast, match_rois_to_ids
+from ..ssl import MLPProjection
+from .box_contrast import box_id_contrast
 from .box_domain import BoxDomainPretraining
+from .proposal_ids import match_rois_to_ids
 
 __all__ = ["AlignDet", "roi_box_features"]
 

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 from detectron2.utils import comm
 
-from .precision import float32_outside_autocast
+from ..ssl.precision import float32_outside_autocast
 
 __all__ = ["sinkhorn_knopp"]
 

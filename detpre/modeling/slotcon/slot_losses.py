@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
 
-from .precision import float32_outside_autocast
-from .shuffle_bn import concat_all_gather
+from ..ssl.precision import float32_outside_autocast
+from ..ssl.shuffle_bn import concat_all_gather
 
 __all__ = ["grouping_loss", "slot_contrast_loss", "valid_slots"]
 

@@ -10,13 +10,13 @@ from detectron2.modeling.backbone.resnet import BottleneckBlock
 from torch import nn
 
 from ...views import CROP_BOX, FLIPPED, IMAGE
-from ..ssl.centering import Centering
-from ..ssl.conv_mlp import ConvMLP
-from ..ssl.overlap_align import align_to_overlap, overlap_boxes
-from ..ssl.semantic_grouping import SemanticGrouping
-from ..ssl.slot_losses import grouping_loss, slot_contrast_loss, valid_slots
-from .base import PretrainingMetaArch
-from .encoder import Res5TrunkExport, build_res5_trunk
+from ..meta_arch.base import PretrainingMetaArch
+from ..meta_arch.encoder import Res5TrunkExport, build_res5_trunk
+from .centering import Centering
+from .conv_mlp import ConvMLP
+from .overlap_align import align_to_overlap, overlap_boxes
+from .semantic_grouping import SemanticGrouping
+from .slot_losses import grouping_loss, slot_contrast_loss, valid_slots
 
 __all__ = ["SlotCon", "zero_init_residual_"]
 

@@ -10,7 +10,7 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from detectron2.utils import comm
 
-from .precision import float32_outside_autocast
+from ..ssl.precision import float32_outside_autocast
 
 __all__ = ["masked_soft_cross_entropy", "mean_entropy_penalty"]
 

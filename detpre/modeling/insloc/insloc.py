@@ -9,9 +9,10 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
 from torch import nn
 
-from ..ssl import AnchorBoxJitter, MLPProjection
-from .encoder import build_detector_trunk
-from .momentum_contrast import MomentumContrast
+from ..meta_arch.encoder import build_detector_trunk
+from ..meta_arch.momentum_contrast import MomentumContrast
+from ..ssl import MLPProjection
+from .box_jitter import AnchorBoxJitter
 
 __all__ = ["InsLoc", "release_init_"]
 

@@ -5,7 +5,7 @@ import torch.distributed as dist
 from detectron2.utils import comm
 from torch import nn
 
-from .precision import float32_outside_autocast
+from ..ssl.precision import float32_outside_autocast
 
 __all__ = ["Centering"]
 

@@ -9,7 +9,7 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Boxes, pairwise_iou
 from torch import nn
 
-from ..ssl import box_id_contrast
+from .box_contrast import box_id_contrast
 from .box_domain import BoxDomainPretraining
 
 __all__ = ["AlignDetRetinaNet"]

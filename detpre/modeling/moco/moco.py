@@ -4,9 +4,9 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
+from ..meta_arch.encoder import Res5TrunkExport, build_res5_trunk
+from ..meta_arch.momentum_contrast import MomentumContrast
 from ..ssl import MLPProjection
-from .encoder import Res5TrunkExport, build_res5_trunk
-from .momentum_contrast import MomentumContrast
 
 __all__ = ["MoCoV2"]
 
