@@ -25,8 +25,9 @@ Method = namedtuple(
         "cpu_config",  # the main job's pretraining config (R50-FPN, bundled data)
         "finetune_config",  # the main job's fine-tuning config for its weights
         "init_from",  # the method whose output its pretraining starts from, or None
+        "proposals",  # the tools/prepare_proposals.py preset its views need, or None
     ],
-    defaults=(FINETUNE_CONFIG, None),
+    defaults=(FINETUNE_CONFIG, None, None),
 )
 
 METHODS = OrderedDict(
@@ -96,6 +97,7 @@ METHODS = OrderedDict(
                 cpu_config="configs/pretrain/aligndet_R50_FPN_cpu_coco.yaml",
                 finetune_config="configs/finetune/faster_rcnn_R50_FPN_cpu_bccd_aligndet.yaml",
                 init_from="insloc",
+                proposals="aligndet",
             ),
         ),
     ]

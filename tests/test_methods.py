@@ -9,6 +9,7 @@ import pytest
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from detpre.data.build import PRETRAIN_MAPPER_REGISTRY
+from detpre.data.proposals import PRESETS
 from detpre.engine import PretrainTrainer, get_detpre_cfg
 from detpre.methods import METHODS, check_method_config, method_of
 
@@ -23,6 +24,10 @@ def test_every_entry_names_what_exists(repo_root, load_config):
         assert m.config_node in defaults, (name, m.config_node)
         assert m.export in ("online", "momentum")
         assert m.init_from is None or m.init_from in METHODS
+        # A method reads proposals exactly when its mapper needs the dataset's annotations.
+        mapper_cls = PRETRAIN_MAPPER_REGISTRY.get(m.mapper)
+        assert (m.proposals is not None) == getattr(mapper_cls, "needs_annotations", False)
+        assert m.proposals is None or m.proposals in PRESETS
         assert os.path.isfile(os.path.join(repo_root, m.finetune_config))
         cpu = load_config(m.cpu_config)
         assert cpu.MODEL.META_ARCHITECTURE in m.meta_architectures
@@ -48,3 +53,25 @@ def test_another_methods_mapper_fails_at_start_up(load_config):
     cfg = load_config(METHODS["moco_v2"].cpu_config, "SSL.MAPPER", METHODS["insloc"].mapper)
     with pytest.raises(ValueError, match="SSL.MAPPER 'InsLocCompositionMapper'"):
         PretrainTrainer(cfg)
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ("SSL.OPTIMIZER", "SOLVER.OPTIMIZER"),
+        ("SSL.ADAMW_BETAS", "SOLVER.ADAMW_BETAS"),
+        ("SLOTCON.BLUR_PROBS", "SLOTCON.BLUR_PROB"),
+    ],
+)
+def test_a_renamed_key_fails_naming_the_new_one(tmp_path, old, new):
+    node, key = old.split(".")
+    path = tmp_path / "old.yaml"
+    path.write_text(f"{node}:\n  {key}: 1\n")
+    for merge in (
+        lambda cfg: cfg.merge_from_file(str(path)),
+        lambda cfg: cfg.merge_from_list([old, "1"]),
+    ):
+        with pytest.raises(
+            KeyError, match=f"{old} was renamed to {new}; please update your config"
+        ):
+            merge(get_detpre_cfg())

@@ -71,7 +71,7 @@ def test_insloc_fpn_pretraining_is_the_releases(epochs):
     o = cfg.SOLVER
     assert (o.BASE_LR, s.REFERENCE_BATCH_SIZE, o.IMS_PER_BATCH) == (0.03, 256, 256)
     assert (o.MOMENTUM, o.WEIGHT_DECAY, o.WEIGHT_DECAY_NORM, o.NESTEROV) == (0.9, 1e-4, 1e-4, True)
-    assert s.OPTIMIZER == "SGD" and o.LR_SCHEDULER_NAME == "WarmupCosineLR"
+    assert o.OPTIMIZER == "SGD" and o.LR_SCHEDULER_NAME == "WarmupCosineLR"
     assert o.BASE_LR_END == 0.0 and o.WARMUP_ITERS == 0 and s.EPOCHS == epochs
 
 
@@ -188,7 +188,7 @@ def test_slotcon_pretraining_is_the_releases(name, prototypes, epochs):
     # --batch-size 512 --optimizer lars --base-lr 1.0 --weight-decay 1e-5 --warmup-epoch 5
     # --warmup-multiplier 100 --epochs; lr = base_lr x batch / 256; SGD momentum 0.9
     assert (o.IMS_PER_BATCH, o.BASE_LR, s.REFERENCE_BATCH_SIZE) == (512, 1.0, 256)
-    assert s.OPTIMIZER == "LARS" and o.WEIGHT_DECAY == 1e-5 and o.MOMENTUM == 0.9
+    assert o.OPTIMIZER == "LARS" and o.WEIGHT_DECAY == 1e-5 and o.MOMENTUM == 0.9
     assert s.WARMUP_EPOCHS == 5 and o.WARMUP_FACTOR == 0.01 and s.EPOCHS == epochs
     assert o.BASE_LR_END == 1e-6 and not s.SCALE_LR_END and o.RESCALE_INTERVAL and s.DROP_LAST
     assert o.AMP.ENABLED  # --fp16
@@ -253,7 +253,7 @@ def test_loca_pretraining_is_the_releases(trunk):
     assert (o.IMS_PER_BATCH, o.BASE_LR, s.REFERENCE_BATCH_SIZE) == (1024, 0.001, 1024)
     assert (s.EPOCHS, s.WARMUP_EPOCHS, o.WARMUP_FACTOR) == (100, 15, 0.0)
     assert o.BASE_LR_END == pytest.approx(0.01 * o.BASE_LR) and o.RESCALE_INTERVAL
-    assert s.OPTIMIZER == "AdamW" and o.WEIGHT_DECAY == 0.1 and tuple(s.ADAMW_BETAS) == (0.9, 0.999)
+    assert o.OPTIMIZER == "AdamW" and o.WEIGHT_DECAY == 0.1 and tuple(o.ADAMW_BETAS) == (0.9, 0.999)
     clip = o.CLIP_GRADIENTS
     assert clip.ENABLED and (clip.CLIP_TYPE, clip.CLIP_VALUE, clip.NORM_TYPE) == ("full_model", 1.0, 2.0)  # fmt: skip
     assert (s.MOMENTUM, s.MOMENTUM_COSINE, s.EXPORT) == (0.996, True, "momentum")

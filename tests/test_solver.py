@@ -20,7 +20,7 @@ def _model():
 def _cfg(name, **solver):
     cfg = get_cfg()
     add_detpre_config(cfg)
-    cfg.SSL.OPTIMIZER = name
+    cfg.SOLVER.OPTIMIZER = name
     cfg.SOLVER.BASE_LR = 0.5
     cfg.SOLVER.WEIGHT_DECAY = 0.1
     for k, v in solver.items():
@@ -76,7 +76,7 @@ def test_lars_zero_weight_uses_plain_update():
 @pytest.mark.parametrize("name,cls", [("LARS", LARS), ("AdamW", torch.optim.AdamW)])
 def test_build_pretrain_optimizer(name, cls):
     cfg = _cfg(name)
-    cfg.SSL.ADAMW_BETAS = (0.8, 0.95)
+    cfg.SOLVER.ADAMW_BETAS = (0.8, 0.95)
     opt = build_pretrain_optimizer(cfg, _model())
     assert isinstance(opt, cls)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
@@ -92,7 +92,7 @@ def test_build_pretrain_optimizer_sgd_and_clipping():
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
     opt = build_pretrain_optimizer(cfg, _model())
     assert isinstance(opt, torch.optim.SGD)
-    cfg.SSL.OPTIMIZER = "AdamW"
+    cfg.SOLVER.OPTIMIZER = "AdamW"
     model = _model()
     opt = build_pretrain_optimizer(cfg, model)
     model(torch.randn(4, 4)).sum().mul(1e4).backward()

@@ -68,11 +68,12 @@ def probe(weights, out_file, dataset, opts):
         return json.load(f)
 
 
-def proposals(out_dir):
-    """Selective-search proposals of coco_tiny_train for AlignDet, under ``out_dir``."""
+def proposals(out_dir, preset):
+    """Selective-search proposals of coco_tiny_train by a prepare_proposals preset, under
+    ``out_dir`` (``$DETPRE_PROPOSALS``, where the pretraining config's dataset reads them)."""
     os.environ["DETPRE_PROPOSALS"] = out_dir
-    if not os.path.exists(os.path.join(out_dir, "coco_tiny_train_aligndet.json")):
-        run(["tools/prepare_proposals.py", "--dataset", "coco_tiny_train", "--preset", "aligndet"])
+    if not os.path.exists(os.path.join(out_dir, f"coco_tiny_train_{preset}.json")):
+        run(["tools/prepare_proposals.py", "--dataset", "coco_tiny_train", "--preset", preset])
 
 
 def finetune(weights, out_dir, opts, config=FINETUNE_CONFIG):
@@ -111,8 +112,8 @@ def main():
             base_config = METHODS[method.init_from].cpu_config
             base = pretrain(base_config, os.path.join(out, method.init_from, "pretrain"), opts)
             opts += ["MODEL.WEIGHTS", base]
-        if name == "aligndet":
-            proposals(os.path.join(out, "proposals"))
+        if method and method.proposals:
+            proposals(os.path.join(out, "proposals"), method.proposals)
         if config is not None:
             weights = pretrain(config, os.path.join(out, name, "pretrain"), opts)
         row.update(_pretext_columns(os.path.join(out, name, "pretrain"), config is not None))

@@ -69,6 +69,28 @@ def add_checkpoint_config(cfg):
     _C.SOLVER.PREEMPTION.EXIT_CODE = 75
 
 
+def add_optimizer_config(cfg):
+    """Keys of the optimizer, for pretraining and fine-tuning alike (``detpre/solver``)."""
+    _C = cfg
+    # Optimizer: "SGD" (Detectron2's, SOLVER.MOMENTUM / NESTEROV), "LARS" (SlotCon) or "AdamW"
+    # (LOCA, ViTDet); LARS and AdamW exempt 1-D parameters (biases, norms) from weight decay.
+    _C.SOLVER.OPTIMIZER = "SGD"
+    # Trust coefficient of LARS.
+    _C.SOLVER.LARS_ETA = 0.001
+    # (beta1, beta2) of AdamW.
+    _C.SOLVER.ADAMW_BETAS = (0.9, 0.999)
+
+
+# Keys renamed since a release: a config that still sets one fails at start-up naming the new one.
+RENAMED_KEYS = {
+    "SSL.OPTIMIZER": "SOLVER.OPTIMIZER",
+    "SSL.LARS_ETA": "SOLVER.LARS_ETA",
+    "SSL.ADAMW_BETAS": "SOLVER.ADAMW_BETAS",
+    "SLOTCON.BLUR_PROBS": "SLOTCON.BLUR_PROB",
+    "SLOTCON.SOLARIZE_PROBS": "SLOTCON.SOLARIZE_PROB",
+}
+
+
 def add_precision_config(cfg):
     """Keys of mixed precision and memory format, for every detpre trainer."""
     _C = cfg
@@ -92,6 +114,7 @@ def add_detpre_config(cfg):
     add_finetune_config(cfg)
     add_checkpoint_config(cfg)
     add_precision_config(cfg)
+    add_optimizer_config(cfg)
     add_ssl_config(cfg)
     add_pixel_aug_config(cfg)
     add_insloc_config(cfg)
@@ -101,3 +124,5 @@ def add_detpre_config(cfg):
     add_loca_config(cfg)
     add_strong_aug_config(cfg)
     add_selftrain_config(cfg)
+    for old, new in RENAMED_KEYS.items():
+        cfg.register_renamed_key(old, new)

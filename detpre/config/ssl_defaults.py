@@ -1,6 +1,6 @@
 """
 Config keys shared by the label-free pretraining methods: ``SSL`` (schedule, momentum copy,
-queue, optimizer, export) and ``INPUT.SSL_AUG`` (the MoCo-v2 pixel augmentation).
+queue, export) and ``INPUT.SSL_AUG`` (the MoCo-v2 pixel augmentation).
 
 Every number the papers fix is a key here, with the paper's value as the default.
 """
@@ -59,13 +59,6 @@ def add_ssl_config(cfg):
     # The fine-tuning meta-architecture whose state-dict keys the export keeps
     # ("GeneralizedRCNN" for Faster / Mask R-CNN, "RetinaNet").
     _C.SSL.EXPORT_META_ARCHITECTURE = "GeneralizedRCNN"
-    # Optimizer: "SGD" (Detectron2's, SOLVER.MOMENTUM / NESTEROV), "LARS" (SlotCon) or "AdamW"
-    # (LOCA); LARS and AdamW exempt 1-D parameters (biases, norms) from weight decay.
-    _C.SSL.OPTIMIZER = "SGD"
-    # Trust coefficient of LARS.
-    _C.SSL.LARS_ETA = 0.001
-    # (beta1, beta2) of AdamW.
-    _C.SSL.ADAMW_BETAS = (0.9, 0.999)
 
 
 def add_pixel_aug_config(cfg):

@@ -40,7 +40,7 @@ class FinetuneTrainer(DetpreTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        """Detectron2's SGD unless ``SSL.OPTIMIZER`` names AdamW (ViTDet) or LARS."""
+        """Detectron2's SGD unless ``SOLVER.OPTIMIZER`` names AdamW (ViTDet) or LARS."""
         return build_pretrain_optimizer(cfg, model)
 
     @classmethod

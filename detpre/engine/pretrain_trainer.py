@@ -182,7 +182,7 @@ class PretrainTrainer(DetpreTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        """The optimizer named by ``SSL.OPTIMIZER`` (see ``detpre.solver``)."""
+        """The optimizer named by ``SOLVER.OPTIMIZER`` (see ``detpre.solver``)."""
         return build_pretrain_optimizer(cfg, model)
 
     @classmethod

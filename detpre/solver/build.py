@@ -1,4 +1,4 @@
-"""The optimizer of a pretraining run, by ``SSL.OPTIMIZER``: SGD, LARS or AdamW."""
+"""The optimizer of a pretraining run, by ``SOLVER.OPTIMIZER``: SGD, LARS or AdamW."""
 
 import torch
 from detectron2.solver import build_optimizer
@@ -74,10 +74,10 @@ def maybe_add_full_model_gradient_clipping(optimizer, clip_cfg):
 def build_pretrain_optimizer(cfg, model):
     """
     Args:
-        cfg (CfgNode): the pretraining config. ``SSL.OPTIMIZER`` picks the optimizer:
+        cfg (CfgNode): the pretraining config. ``SOLVER.OPTIMIZER`` picks the optimizer:
             "SGD" is Detectron2's ``build_optimizer`` (SOLVER.MOMENTUM, NESTEROV, WEIGHT_DECAY,
-            WEIGHT_DECAY_NORM); "LARS" (SOLVER.MOMENTUM, SSL.LARS_ETA) and "AdamW"
-            (SSL.ADAMW_BETAS) decay only multi-dimensional weights by SOLVER.WEIGHT_DECAY.
+            WEIGHT_DECAY_NORM); "LARS" (SOLVER.MOMENTUM, SOLVER.LARS_ETA) and "AdamW"
+            (SOLVER.ADAMW_BETAS) decay only multi-dimensional weights by SOLVER.WEIGHT_DECAY.
             SOLVER.CLIP_GRADIENTS applies to all three, with CLIP_TYPE "value" or "norm"
             (Detectron2's, per parameter) or "full_model" (the global norm of all gradients).
         model (nn.Module): the model; only parameters with ``requires_grad`` are optimised.
@@ -85,7 +85,7 @@ def build_pretrain_optimizer(cfg, model):
     Returns:
         torch.optim.Optimizer
     """
-    name = cfg.SSL.OPTIMIZER
+    name = cfg.SOLVER.OPTIMIZER
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE == FULL_MODEL:
         # Detectron2's builders know only per-parameter clipping: build without, then add it.
@@ -97,15 +97,15 @@ def build_pretrain_optimizer(cfg, model):
     groups = split_decay_groups(model, cfg.SOLVER.WEIGHT_DECAY)
     if name == "LARS":
         optimizer = LARS(
-            groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, eta=cfg.SSL.LARS_ETA
+            groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, eta=cfg.SOLVER.LARS_ETA
         )
     elif name == "AdamW":
         for g in groups:
             g.pop("lars_exclude")
         optimizer = torch.optim.AdamW(
-            groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SSL.ADAMW_BETAS)
+            groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.ADAMW_BETAS)
         )
     else:
-        raise ValueError(f"SSL.OPTIMIZER must be 'SGD', 'LARS' or 'AdamW', got {name!r}")
+        raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD', 'LARS' or 'AdamW', got {name!r}")
     optimizer = maybe_add_gradient_clipping(cfg, optimizer)
     return maybe_add_full_model_gradient_clipping(optimizer, clip)
