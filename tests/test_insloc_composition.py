@@ -16,11 +16,11 @@ from insloc_reference import FOREGROUND_SIZES, ks_statistic, release_paste_box
 from torchvision.transforms import RandomResizedCrop
 
 import detpre.data.mappers.base as mapper_base
-import detpre.data.mappers.insloc_composition as insloc
+import detpre.data.mappers.insloc as insloc
 from detpre.config import add_detpre_config
 from detpre.data.build import PRETRAIN_MAPPER_REGISTRY, build_pretrain_mapper
 from detpre.data.image_io import ImageFile
-from detpre.data.mappers.insloc_composition import (
+from detpre.data.mappers.insloc import (
     InsLocCompositionMapper,
     paste,
     rescale_size,

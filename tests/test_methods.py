@@ -75,3 +75,18 @@ def test_a_renamed_key_fails_naming_the_new_one(tmp_path, old, new):
             KeyError, match=f"{old} was renamed to {new}; please update your config"
         ):
             merge(get_detpre_cfg())
+
+
+def test_names_line_up_across_layers(repo_root):
+    """A method's config node, lower-cased, names its model folder, its mapper file and its
+    config file: ``ALIGNDET`` -> detpre/modeling/aligndet/, data/mappers/aligndet.py,
+    config/aligndet_defaults.py."""
+    for name, m in METHODS.items():
+        folder = m.config_node.lower()
+        for arch in m.meta_architectures:
+            module = META_ARCH_REGISTRY.get(arch).__module__
+            assert module.startswith(f"detpre.modeling.{folder}."), (name, module)
+        mapper = PRETRAIN_MAPPER_REGISTRY.get(m.mapper).__module__
+        assert mapper == f"detpre.data.mappers.{folder}", (name, mapper)
+        assert os.path.isfile(os.path.join(repo_root, f"detpre/config/{folder}_defaults.py"))
+        assert name.startswith(folder), name

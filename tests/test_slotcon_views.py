@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from detectron2.data import DatasetCatalog
 
-import detpre.data.mappers.slotcon_views as slotcon_views
+import detpre.data.mappers.slotcon as slotcon_views
 from detpre.data.build import build_pretrain_mapper
 from detpre.data.image_io import read_image
-from detpre.data.mappers.slotcon_views import SlotConViewsMapper, sample_overlapping_crop
+from detpre.data.mappers.slotcon import SlotConViewsMapper, sample_overlapping_crop
 from detpre.engine import get_detpre_cfg
 
 

@@ -10,10 +10,10 @@ from detectron2.config import get_cfg
 from detectron2.data import detection_utils as utils
 from detectron2.data.common import MapDataset
 
-import detpre.data.mappers.two_views as two_views
+import detpre.data.mappers.moco as moco_mapper
 from detpre.config import add_detpre_config
 from detpre.data.build import PRETRAIN_MAPPER_REGISTRY, build_pretrain_mapper
-from detpre.data.mappers.two_views import TwoCropsMapper
+from detpre.data.mappers.moco import TwoCropsMapper
 from detpre.data.transforms.crops import sample_crop
 
 IMAGES = ("n01440764_tench.JPEG", "n01514859_hen.JPEG", "n01560419_bulbul.JPEG")
@@ -64,7 +64,7 @@ def test_views_are_resized_crops(dicts, monkeypatch):
         crops.append(sample_crop(*args, **kwargs))
         return crops[-1]
 
-    monkeypatch.setattr(two_views, "sample_crop", spy)
+    monkeypatch.setattr(moco_mapper, "sample_crop", spy)
     mapper = TwoCropsMapper(_cfg(CROP_SIZE=96))
     for seed, d in enumerate(dicts):
         _seed(seed)

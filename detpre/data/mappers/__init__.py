@@ -1,12 +1,17 @@
-"""Dataset mappers: dataset dicts -> model inputs. Importing registers the pretext mappers."""
+"""
+Dataset mappers: dataset dicts -> model inputs. Importing registers the pretext mappers, one file
+per method named as its folder in ``detpre/modeling`` (``moco``, ``insloc``, ``slotcon``, ``loca``,
+``aligndet``), on the shared ``base.PretextMapper`` (and ``two_views.TwoViewsMapper``).
+"""
 
+from .aligndet import BoxDomainMapper
 from .base import PretextMapper
-from .box_domain import BoxDomainMapper
 from .finetune import RobustDatasetMapper
-from .insloc_composition import InsLocCompositionMapper
-from .loca_views import LocaViewsMapper
-from .slotcon_views import SlotConViewsMapper
-from .two_views import TwoCropsMapper, TwoViewsMapper
+from .insloc import InsLocCompositionMapper
+from .loca import LocaViewsMapper
+from .moco import TwoCropsMapper
+from .slotcon import SlotConViewsMapper
+from .two_views import TwoViewsMapper
 
 __all__ = [
     "BoxDomainMapper",
