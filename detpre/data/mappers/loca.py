@@ -29,19 +29,21 @@ class LocaViewsMapper(PretextMapper):
     The views of LOCA (Caron et al., "Location-Aware Self-Supervised Transformers for Semantic
     Segmentation", 2022), in this order:
 
-    * a reference: a random crop of 32-100% of the image (aspect 3/4-4/3) resized to 224, not
-      flipped, colour-jittered, grayscaled;
-    * a large query: a 32-100% crop resized to 224, flipped at random, solarized with
-      probability 0.2;
-    * nine focal queries: 5-32% crops resized to 96, flipped at random.
+    * a reference: a random crop (LOCA.REFERENCE_SCALE of the image's area, LOCA.CROP_RATIO)
+      resized to LOCA.REFERENCE_SIZE, flipped with LOCA.REFERENCE_FLIP_PROB;
+    * a large query: a LOCA.QUERY_SCALE crop resized to LOCA.QUERY_SIZE;
+    * LOCA.NUM_FOCAL_QUERIES focal queries: LOCA.FOCAL_SCALE crops resized to LOCA.FOCAL_SIZE;
+
+    queries flipped with LOCA.QUERY_FLIP_PROB, and each kind of view pixel-augmented with its own
+    probabilities (:func:`build_view_augmentations`, the LOCA node). The values, the release's,
+    are in ``docs/parity/loca.md``.
 
     Crops are drawn as the release's ``tf.image.sample_distorted_bounding_box`` draws them
     (LOCA.CROP_RULE "tf") and resized bilinearly without antialiasing, as its ``tf.image.resize``.
 
     No view is blurred by default, as in the release, whose config passes the blur
     probabilities where ``random_blur`` takes the image height (a one-tap kernel); with
-    LOCA.RELEASE_BLUR False the views are blurred with probability 1.0 / 0.1 / 0.5
-    (LOCA.BLUR_PROB), the evident intent.
+    LOCA.RELEASE_BLUR False the views are blurred with LOCA.BLUR_PROB, the evident intent.
 
     Every view is ``{"image": uint8 (3, S, S), "crop_box": float32 (4,) XYXY region of the
     original image it was resized from, "flipped": bool}``; the model derives the position targets from ``crop_box`` and ``flipped``

@@ -80,9 +80,9 @@ def _resize(image, height, width):
 class SlotConViewsMapper(PretextMapper):
     """
     The views of SlotCon (Wen et al., "Self-Supervised Visual Representation Learning with
-    Semantic Grouping", NeurIPS 2022): two random-resized crops (area 8% to 100%) of one image
-    resized to ``crop_size`` squares, the second redrawn until at least 1% of its area lies in the
-    first; each flipped with probability ``flip_prob``; then BYOL's asymmetric pixel augmentation
+    Semantic Grouping", NeurIPS 2022): two random-resized crops (SLOTCON.CROP_SCALE of the area) of one
+    image resized to ``crop_size`` squares, the second redrawn until at least SLOTCON.MIN_OVERLAP
+    of its area lies in the first; each flipped with probability ``flip_prob``; then BYOL's asymmetric pixel augmentation
     (:func:`build_view_augmentations`, the SLOTCON node's per-view probabilities).
 
     Each view is ``{"image": uint8 (3, S, S), "crop_box": float32 (4,) XYXY of the crop in the

@@ -48,10 +48,11 @@ class AlignDet(BoxDomainPretraining, GeneralizedRCNN):
     * the online network sees view 1: the RPN trains on the proposals as ground truth; the RoIs
       (RPN proposals plus the proposal boxes) matched to a proposal at IoU >= ``match_iou`` go
       through the box head; the classifier is replaced by a projector ``ssl_head.projector``
-      (1024 -> 1024 -> 256) and ``roi_heads.box_predictor.bbox_pred`` (class-agnostic) regresses
+      (box feature -> ALIGNDET.PROJ_HIDDEN_DIM -> ALIGNDET.PROJ_DIM) and
+      ``roi_heads.box_predictor.bbox_pred`` (class-agnostic) regresses
       the matched proposal box with an L1 loss;
     * the target network sees view 2 the same way, without gradient;
-    * InfoNCE (temperature 0.5) between online and target RoI embeddings of the same id, the RoIs
+    * InfoNCE (ALIGNDET.TEMPERATURE) between online and target RoI embeddings of the same id, the RoIs
       of every other id in both views being negatives (:func:`box_id_contrast`).
 
     The image-domain backbone (``MODEL.WEIGHTS``) is frozen by default. The export is what the

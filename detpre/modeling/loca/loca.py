@@ -42,7 +42,7 @@ class LOCA(Res5TrunkExport, PretrainingMetaArch):
     """
     LOCA (Caron, Houlsby and Schmid, "Location-Aware Self-Supervised Transformers for Semantic
     Segmentation", 2022) on a Detectron2 backbone. An EMA teacher (``momentum.*``) encodes the
-    reference view and keeps a contiguous run of 20% of its tokens; the student encodes the
+    reference view and keeps a contiguous run of LOCA.REFERENCE_KEEP_RATIO of its tokens; the student encodes the
     queries, and for every query token predicts
 
     * which of the reference's grid cells it lies in: one pre-norm cross-attention block (queries
@@ -50,7 +50,8 @@ class LOCA(Res5TrunkExport, PretrainingMetaArch):
       classifier over the cells, cross-entropy against targets from the crops' geometry (cells
       outside the reference ignored), ``loss_loca_position``;
     * the teacher's Sinkhorn-balanced cluster assignment of the reference patch at its target
-      position (soft cross-entropy, student temperature 0.1, teacher softmax at 0.05) plus the
+      position (soft cross-entropy at LOCA.STUDENT_TEMPERATURE against the teacher's softmax at
+      LOCA.TEACHER_TEMPERATURE) plus the
       mean-entropy maximisation term, ``loss_loca_cluster``.
 
     Trunks:
