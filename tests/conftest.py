@@ -58,6 +58,29 @@ def load_config():
     return load
 
 
+def _random_image_view(gen, size):
+    return {"image": torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=gen)}
+
+
+@pytest.fixture(scope="session")
+def view_batch():
+    """
+    A factory of random pretraining batches: ``view_batch(seed, n=2, sizes=((64, 64), (64, 64)),
+    view=None)`` is ``n`` images of ``{"views": [...]}``, one view per (height, width) of
+    ``sizes``, drawn in order from one ``torch.Generator`` seeded with ``seed`` (the global RNGs
+    are not touched). ``view(gen, size)`` makes a view; the default is ``{"image": ...}``, a random
+    uint8 (3, height, width) image. A method's views add their fields (boxes, crop boxes, flips)
+    with a ``view`` of their own, drawing from ``gen`` in their own order.
+    """
+
+    def make(seed, n=2, sizes=((64, 64), (64, 64)), view=None):
+        view = view or _random_image_view
+        gen = torch.Generator().manual_seed(seed)
+        return [{"views": [view(gen, size) for size in sizes]} for _ in range(n)]
+
+    return make
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with one torch thread (tiny models are fastest so on a shared 2-core machine)."""

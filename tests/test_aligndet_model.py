@@ -13,28 +13,22 @@ from detpre.checkpoint import DetpreCheckpointer
 from detpre.checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from detpre.data.datasets import proposals_json_path
 from detpre.engine import get_detpre_cfg
-from detpre.modeling.meta_arch import AlignDet
-from detpre.modeling.ssl import batch_unique_ids, match_rois_to_ids
+from detpre.modeling.aligndet import AlignDet
+from detpre.modeling.aligndet.proposal_ids import batch_unique_ids, match_rois_to_ids
 from detpre.solver import build_pretrain_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIGS = {
-    "FPN": "pretrain/aligndet_R50_FPN_cpu_coco.yaml",
-    "C4": "pretrain/aligndet_R50_C4_cpu_coco.yaml",
+    "FPN": "configs/pretrain/aligndet_R50_FPN_cpu_coco.yaml",
+    "C4": "configs/pretrain/aligndet_R50_C4_cpu_coco.yaml",
 }
+# Fewer RPN anchors and RoIs per image.
+SMALL = ("MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64", "ALIGNDET.ROIS_PER_IMAGE", "32")
 FINETUNE = {
     "FPN": ("finetune/mask_rcnn_R50_FPN_1x_coco_aligndet.yaml", "roi_heads.box_head"),
     "C4": ("finetune/faster_rcnn_R50_C4_24k_voc0712_aligndet.yaml", "roi_heads.res5"),
 }
-
-
-def _cfg(repo_root, arch, *opts):
-    cfg = get_detpre_cfg()
-    cfg.merge_from_file(os.path.join(repo_root, "configs", CONFIGS[arch]))
-    cfg.merge_from_list(["MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64", "ALIGNDET.ROIS_PER_IMAGE", "32"])
-    cfg.merge_from_list(list(opts))
-    return cfg
 
 
 def _instances(size, boxes):
@@ -44,18 +38,15 @@ def _instances(size, boxes):
     return inst
 
 
-def _batch(seed, n=2):
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        views = []
-        for size in ((64, 96), (80, 112)):
-            s = size[1] / 96
-            boxes = [[4 * s, 4 * s, 40 * s, 30 * s], [30 * s, 20 * s, 90 * s, 60 * s]]
-            image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=gen)
-            views.append({"image": image, "instances": _instances(size, boxes)})
-        out.append({"views": views})
-    return out
+# The two views of an image, with the same two boxes scaled to each.
+SIZES = ((64, 96), (80, 112))
+
+
+def _view(gen, size):
+    s = size[1] / 96
+    boxes = [[4 * s, 4 * s, 40 * s, 30 * s], [30 * s, 20 * s, 90 * s, 60 * s]]
+    image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=gen)
+    return {"image": image, "instances": _instances(size, boxes)}
 
 
 def test_roi_matching_takes_the_best_proposal_at_iou_half():
@@ -91,8 +82,10 @@ def test_roi_matching_takes_the_best_proposal_at_iou_half():
 
 
 @pytest.mark.parametrize("arch", ["FPN", "C4"])
-def test_frozen_backbone_unchanged_the_rest_trains(repo_root, arch, run_momentum_hook):
-    cfg = _cfg(repo_root, arch, "SOLVER.BASE_LR", "0.05", "SOLVER.WARMUP_ITERS", "0")
+def test_frozen_backbone_unchanged_the_rest_trains(
+    arch, run_momentum_hook, load_config, view_batch
+):
+    cfg = load_config(CONFIGS[arch], *SMALL, "SOLVER.BASE_LR", "0.05", "SOLVER.WARMUP_ITERS", "0")
     torch.manual_seed(0)
     model = build_model(cfg).train()
     assert isinstance(model, AlignDet) and model.roi_heads.box_predictor.cls_score is None
@@ -102,7 +95,7 @@ def test_frozen_backbone_unchanged_the_rest_trains(repo_root, arch, run_momentum
     optimizer = build_pretrain_optimizer(cfg, model)
     for step in range(2):
         with EventStorage(step) as storage:
-            losses = model(_batch(step))
+            losses = model(view_batch(step, sizes=SIZES, view=_view))
         assert set(losses) == {
             "loss_rpn_cls", "loss_rpn_loc", "loss_aligndet_contrast", "loss_aligndet_box_reg"
         }  # fmt: skip
@@ -140,12 +133,14 @@ def _load_export(repo_root, model, cfg, path, finetune_config):
 
 
 @pytest.mark.parametrize("arch", ["FPN", "C4"])
-def test_export_is_what_the_release_transfers_and_loads_whole(repo_root, tmp_path, arch):
+def test_export_is_what_the_release_transfers_and_loads_whole(
+    repo_root, tmp_path, arch, load_config
+):
     """extract_detector_weights.py of the release: backbone, FPN, RPN and the box head's shared
     convs / fcs; no classifier (projector) and no regressor. The *_aligndet.yaml fine-tuning
     (the release's: lr x1.5, weight decay x0.5, 4conv1fc head without norm) loads every
     exported tensor, and its box predictor is fresh and class-specific."""
-    cfg = _cfg(repo_root, arch)
+    cfg = load_config(CONFIGS[arch], *SMALL)
     model = build_model(cfg)
     if arch == "FPN":  # the release pretrains FPN and box head without norm layers
         assert (
@@ -179,8 +174,8 @@ def test_export_is_what_the_release_transfers_and_loads_whole(repo_root, tmp_pat
     assert d2.roi_heads.box_predictor.bbox_pred.out_features == 4 * num_classes
 
 
-def test_opt_in_box_regressor_loads_into_the_agnostic_configs(repo_root, tmp_path):
-    cfg = _cfg(repo_root, "FPN", "ALIGNDET.EXPORT_BOX_REGRESSOR", "True")
+def test_opt_in_box_regressor_loads_into_the_agnostic_configs(repo_root, tmp_path, load_config):
+    cfg = load_config(CONFIGS["FPN"], *SMALL, "ALIGNDET.EXPORT_BOX_REGRESSOR", "True")
     model = build_model(cfg)
     with torch.no_grad():
         model.roi_heads.box_predictor.bbox_pred.weight.normal_()
@@ -211,7 +206,7 @@ def test_pretrain_tool_runs_on_generated_proposals(repo_root, tmp_path, datasets
     assert os.path.isfile(json_file)
     out = tmp_path / "run"
     cmd = [sys.executable, os.path.join(tools, "pretrain_net.py"), "--config-file",
-           os.path.join(repo_root, "configs", CONFIGS["FPN"]), "SSL.EPOCHS", "0",
+           os.path.join(repo_root, CONFIGS["FPN"]), "SSL.EPOCHS", "0",
            "SOLVER.MAX_ITER", "2", "ALIGNDET.MIN_SIZES", "(96,)", "ALIGNDET.MAX_SIZE", "128",
            "ALIGNDET.ROIS_PER_IMAGE", "32", "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64",
            "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)]  # fmt: skip
@@ -229,13 +224,14 @@ def test_pretrain_tool_runs_on_generated_proposals(repo_root, tmp_path, datasets
 
 
 @pytest.mark.parametrize("arch", ["FPN", "C4"])
-def test_frozen_random_backbone_is_refused(repo_root, arch):
-    model = build_model(_cfg(repo_root, arch))
+def test_frozen_random_backbone_is_refused(arch, load_config):
+    model = build_model(load_config(CONFIGS[arch], *SMALL))
     with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
         model.check_initialisation("")
     model.check_initialisation("output/insloc/model_final_d2.pth")
-    build_model(_cfg(repo_root, arch, "ALIGNDET.FREEZE_BACKBONE", "False")).check_initialisation("")
-    allowed = _cfg(repo_root, arch, "ALIGNDET.ALLOW_RANDOM_FROZEN_BACKBONE", "True")
+    unfrozen = load_config(CONFIGS[arch], *SMALL, "ALIGNDET.FREEZE_BACKBONE", "False")
+    build_model(unfrozen).check_initialisation("")
+    allowed = load_config(CONFIGS[arch], *SMALL, "ALIGNDET.ALLOW_RANDOM_FROZEN_BACKBONE", "True")
     build_model(allowed).check_initialisation("")
 
 
@@ -255,7 +251,7 @@ def test_missing_proposals_file_says_how_to_make_it(tmp_path, monkeypatch):
         build_model(cfg)
 
 
-def test_retinanet_box_domain_step_and_export(repo_root, tmp_path, run_momentum_hook):
+def test_retinanet_box_domain_step_and_export(repo_root, tmp_path, run_momentum_hook, view_batch):
     cfg = get_detpre_cfg()
     cfg.merge_from_file(
         os.path.join(repo_root, "configs/pretrain/aligndet_retinanet_R50_FPN_cpu_coco.yaml")
@@ -267,7 +263,7 @@ def test_retinanet_box_domain_step_and_export(repo_root, tmp_path, run_momentum_
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = build_pretrain_optimizer(cfg, model)
     with EventStorage(0) as storage:
-        losses = model(_batch(0))
+        losses = model(view_batch(0, sizes=SIZES, view=_view))
     assert set(losses) == {"loss_aligndet_contrast", "loss_aligndet_box_reg"}
     matched = storage.latest()["aligndet/anchors_per_image"][0]
     assert 0 < matched <= 16

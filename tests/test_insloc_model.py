@@ -10,33 +10,16 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from detpre.config import add_detpre_config
-from detpre.modeling.meta_arch import InsLoc
+from detpre.modeling.insloc import InsLoc
 
 # Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRETRAIN_ONLY = ("momentum.", "queues.", "ssl_head.")
 FPN_LEVELS = ["p2", "p3", "p4", "p5"]
-
-
-def _cfg(repo_root, name, **insloc):
-    cfg = get_cfg()
-    add_detpre_config(cfg)
-    cfg.merge_from_file(os.path.join(repo_root, "configs", name))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.SSL.QUEUE_SIZE = 7
-    cfg.SSL.MOMENTUM = 0.9
-    for k, v in insloc.items():
-        setattr(cfg.INSLOC, k, v)
-    return cfg
-
-
-def _fpn(repo_root, **kw):
-    return _cfg(repo_root, "pretrain/insloc_R50_FPN_200ep_imagenet.yaml", **kw)
-
-
-def _c4(repo_root, **kw):
-    return _cfg(repo_root, "pretrain/insloc_R50_C4_200ep_imagenet.yaml", **kw)
+CONFIGS = {a: f"configs/pretrain/insloc_R50_{a}_200ep_imagenet.yaml" for a in ("C4", "FPN")}
+# A 7-key queue and m = 0.9.
+SMALL = ("SSL.QUEUE_SIZE", "7", "SSL.MOMENTUM", "0.9")
 
 
 def _view(gen, size=(64, 64), box=None):
@@ -46,11 +29,6 @@ def _view(gen, size=(64, 64), box=None):
         box = [x0, y0, x0 + w // 3, y0 + h // 2]
     image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
     return {"image": image, "boxes": Boxes(torch.tensor([box], dtype=torch.float32))}
-
-
-def _batch(seed, n=2):
-    gen = torch.Generator().manual_seed(seed)
-    return [{"views": [_view(gen), _view(gen)]} for _ in range(n)]
 
 
 def _assert_invariant(model, d2_model, covered):
@@ -76,8 +54,8 @@ def _d2(cfg, **model):
     return build_model(cfg)
 
 
-def test_c4_names_match_faster_rcnn(repo_root):
-    cfg = _c4(repo_root)
+def test_c4_names_match_faster_rcnn(repo_root, load_config):
+    cfg = load_config(CONFIGS["C4"], *SMALL)
     model = build_model(cfg)
     assert isinstance(model, InsLoc)
     # Faster R-CNN R50-C4 with Res5ROIHeads, from the same MODEL.* keys
@@ -91,8 +69,8 @@ def test_c4_names_match_faster_rcnn(repo_root):
     assert set(model.queues.keys()) == {"res5"}
 
 
-def test_fpn_names_match_mask_rcnn(repo_root):
-    model = build_model(_fpn(repo_root))
+def test_fpn_names_match_mask_rcnn(repo_root, load_config):
+    model = build_model(load_config(CONFIGS["FPN"], *SMALL))
     ft = get_cfg()
     add_detpre_config(ft)
     ft.merge_from_file(os.path.join(repo_root, "configs/finetune/Base-RCNN-FPN-SyncBN.yaml"))
@@ -112,8 +90,8 @@ def test_fpn_names_match_mask_rcnn(repo_root):
 
 
 @pytest.mark.parametrize("arch", ["C4", "FPN"])
-def test_train_step(repo_root, arch, run_momentum_hook):
-    cfg = _fpn(repo_root) if arch == "FPN" else _c4(repo_root)
+def test_train_step(arch, run_momentum_hook, load_config, view_batch):
+    cfg = load_config(CONFIGS[arch], *SMALL)
     model = build_model(cfg).train()
     names = [f"loss_insloc_{lvl}" for lvl in FPN_LEVELS] if arch == "FPN" else ["loss_insloc"]
     levels = FPN_LEVELS if arch == "FPN" else ["res5"]
@@ -123,7 +101,7 @@ def test_train_step(repo_root, arch, run_momentum_hook):
         if k.startswith("momentum."):
             assert torch.equal(p, params[k[len("momentum.") :]])
 
-    batch = _batch(0)
+    batch = view_batch(0, view=_view)
     with EventStorage() as storage:
         losses = model(batch)
     assert sorted(losses) == sorted(names)
@@ -163,7 +141,7 @@ def test_train_step(repo_root, arch, run_momentum_hook):
         moved += int(not torch.equal(params[k], p))
     assert moved > 0
     model.zero_grad()
-    model(_batch(1))
+    model(view_batch(1, view=_view))
     for lvl in levels:
         assert int(model.queues[lvl].ptr) == 4
 
@@ -187,13 +165,13 @@ def _record_pooled_boxes(model):
 
 
 @pytest.mark.parametrize("arch", ["C4", "FPN"])
-def test_box_augmentation_on_query_only(repo_root, arch):
-    cfg = _fpn(repo_root) if arch == "FPN" else _c4(repo_root)
+def test_box_augmentation_on_query_only(arch, load_config, view_batch):
+    cfg = load_config(CONFIGS[arch], *SMALL)
     cfg.SSL.SHUFFLE_BN = False
     model = build_model(cfg).train()
     model.box_jitter = _Shift()
     calls = _record_pooled_boxes(model)
-    batch = _batch(2)
+    batch = view_batch(2, view=_view)
     with torch.no_grad():
         model(batch)
     levels = FPN_LEVELS if arch == "FPN" else ["res5"]
@@ -209,12 +187,12 @@ def test_box_augmentation_on_query_only(repo_root, arch):
             assert torch.equal(boxes, q_true)
 
 
-def test_bn_groups_split_boxes_with_their_images(repo_root):
+def test_bn_groups_split_boxes_with_their_images(load_config, view_batch):
     """SSL.BN_GROUPS 2 on 4 views: each half is pooled with its own boxes, as two GPUs would."""
-    cfg = _fpn(repo_root, BOX_AUG=False)
+    cfg = load_config(CONFIGS["FPN"], *SMALL, "INSLOC.BOX_AUG", "False")
     cfg.SSL.BN_GROUPS = 2
     model = build_model(cfg).train()
-    views = [x["views"][0] for x in _batch(0, n=4)]
+    views = [x["views"][0] for x in view_batch(0, n=4, view=_view)]
     with torch.no_grad():
         grouped = model.embed_in_groups(model, *model.preprocess(views), is_query=True)
         halves = [model.embed(model, *model.preprocess(v), True) for v in (views[:2], views[2:])]
@@ -222,13 +200,15 @@ def test_bn_groups_split_boxes_with_their_images(repo_root):
         assert torch.allclose(grouped[level], torch.cat([h[level] for h in halves]), atol=1e-6)
 
 
-def test_box_augmentation_built_from_config(repo_root):
-    assert build_model(_c4(repo_root)).box_jitter is not None
-    assert build_model(_c4(repo_root, BOX_AUG=False)).box_jitter is None
+def test_box_augmentation_built_from_config(load_config):
+    assert build_model(load_config(CONFIGS["C4"], *SMALL)).box_jitter is not None
+    no_aug = load_config(CONFIGS["C4"], *SMALL, "INSLOC.BOX_AUG", "False")
+    assert build_model(no_aug).box_jitter is None
 
 
-def test_whole_image_roi_and_p5_only(repo_root):
-    cfg = _fpn(repo_root, WHOLE_IMAGE_ROI=True, BOX_AUG=False, PER_LEVEL_CONTRAST=False)
+def test_whole_image_roi_and_p5_only(load_config):
+    opts = ["INSLOC.WHOLE_IMAGE_ROI", "True", "INSLOC.BOX_AUG", "False"]
+    cfg = load_config(CONFIGS["FPN"], *SMALL, *opts, "INSLOC.PER_LEVEL_CONTRAST", "False")
     model = build_model(cfg).train()
     assert set(model.queues.keys()) == {"p5"}
     calls = _record_pooled_boxes(model)
@@ -246,36 +226,36 @@ def test_whole_image_roi_and_p5_only(repo_root):
     assert sorted(k_boxes.tolist()) == sorted([[0, 0, 96, 64], [0, 0, 64, 64]])
 
 
-def test_eval_returns_embeddings_without_state_change(repo_root):
-    model = build_model(_c4(repo_root)).eval()
+def test_eval_returns_embeddings_without_state_change(load_config, view_batch):
+    model = build_model(load_config(CONFIGS["C4"], *SMALL)).eval()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
-        out = model(_batch(4, n=3))
+        out = model(view_batch(4, n=3, view=_view))
     assert set(out) == {"res5"} and out["res5"].shape == (3, 128)
     assert torch.allclose(out["res5"].norm(dim=1), torch.ones(3), atol=1e-5)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
 
 
-def test_bad_inputs_and_config(repo_root):
-    model = build_model(_c4(repo_root)).train()
+def test_bad_inputs_and_config(load_config, view_batch):
+    model = build_model(load_config(CONFIGS["C4"], *SMALL)).train()
     with pytest.raises(ValueError, match="views"):
         model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])
-    batch = _batch(5)
+    batch = view_batch(5, view=_view)
     del batch[0]["views"][0]["boxes"]
     with pytest.raises(ValueError, match="boxes"):
         model(batch)
     with pytest.raises(ValueError, match="INSLOC.POOLER_RESOLUTION"):
-        build_model(_fpn(repo_root, POOLER_RESOLUTION=5))
+        build_model(load_config(CONFIGS["FPN"], *SMALL, "INSLOC.POOLER_RESOLUTION", "5"))
 
 
-def test_fpn_heads_have_the_release_widths(repo_root):
+def test_fpn_heads_have_the_release_widths(load_config):
     """The release's ConvFCBBoxInsClsHead (configs/FPN/insloc_fpn_200ep.py): 4 convs 256 with
     BN, shared fcs 12544 -> 1024 -> 1024 (ReLU each), fc_cls 1024 -> 128."""
     for name in ("insloc_R50_FPN_200ep_imagenet.yaml", "insloc_R50_FPN_400ep_imagenet.yaml"):
-        cfg = _cfg(repo_root, "pretrain/" + name)
+        cfg = load_config("configs/pretrain/" + name, *SMALL)
         assert cfg.SSL.PROJ_HIDDEN_DIM == 1024 and cfg.SSL.PROJ_DIM == 128
-    model = build_model(_fpn(repo_root))
+    model = build_model(load_config(CONFIGS["FPN"], *SMALL))
     state = model.state_dict()
     head = model.roi_heads["box_head"]
     assert [f"conv{i}" in dict(head.named_children()) for i in range(1, 5)] == [True] * 4
@@ -291,12 +271,12 @@ def _xavier_std(weight):
     return (2.0 / (fan_in + fan_out * receptive)) ** 0.5
 
 
-def test_release_initialisation(repo_root):
+def test_release_initialisation(load_config):
     """InsLocFPN.init_weights of the release: mmdet FPN convs and the head's shared fcs
     Xavier-uniform (std sqrt(2 / (fan_in + fan_out))), fc_cls normal 0.01, biases 0; the key
     encoder starts as a copy."""
     torch.manual_seed(0)
-    model = build_model(_fpn(repo_root))
+    model = build_model(load_config(CONFIGS["FPN"], *SMALL))
     release = {
         "backbone.fpn_lateral5": model.backbone.fpn_lateral5.weight,  # 2048 -> 256, 1x1
         "backbone.fpn_output2": model.backbone.fpn_output2.weight,  # 256 -> 256, 3x3
@@ -314,22 +294,23 @@ def test_release_initialisation(repo_root):
     # Detectron2's own initialisation of the lateral conv (c2_xavier_fill: std sqrt(1 / fan_in))
     # without the key.
     torch.manual_seed(0)
-    d2_init = build_model(_fpn(repo_root, RELEASE_INIT=False)).backbone.fpn_lateral5.weight
+    d2_cfg = load_config(CONFIGS["FPN"], *SMALL, "INSLOC.RELEASE_INIT", "False")
+    d2_init = build_model(d2_cfg).backbone.fpn_lateral5.weight
     assert d2_init.std().item() == pytest.approx((1 / 2048) ** 0.5, rel=0.03)
 
 
-def test_fpn_pools_every_level_with_aligned_roialign(repo_root):
+def test_fpn_pools_every_level_with_aligned_roialign(load_config, view_batch):
     """The release's MomentumRoIPool: one RoIAlign (out 7, sample_num 0, aligned) per level
     P2-P5, each pooling the box from its own level (no level assignment); compared with
     torchvision's roi_align on the same feature maps."""
-    model = build_model(_fpn(repo_root, BOX_AUG=False)).eval()
+    model = build_model(load_config(CONFIGS["FPN"], *SMALL, "INSLOC.BOX_AUG", "False")).eval()
     seen = []
     for level, pooler in model.poolers.items():
         pooler.register_forward_hook(
             lambda mod, args, out, level=level: seen.append((level, args[0][0], args[1], out))
         )
     with torch.no_grad():
-        model(_batch(6, n=3))
+        model(view_batch(6, n=3, view=_view))
     strides = {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
     assert [lvl for lvl, *_ in seen] == FPN_LEVELS
     for level, feature, boxes, out in seen:

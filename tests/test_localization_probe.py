@@ -10,7 +10,6 @@ from detectron2.modeling import build_model
 from detectron2.structures.boxes import pairwise_intersection
 
 import detpre  # noqa: F401  registers the bundled datasets
-from detpre.engine import get_detpre_cfg
 from detpre.evaluation.localization_probe import (
     extract_patch_features,
     grid_boxes,
@@ -20,25 +19,8 @@ from detpre.evaluation.localization_probe import (
 
 DATASET = "imagenet_sample_unlabeled"
 SIZE = 64
-
-
-def _cfg(repo_root, arch):
-    cfg = get_detpre_cfg()
-    cfg.merge_from_file(
-        os.path.join(repo_root, "configs", "pretrain", f"Base-Pretrain-R50-{arch}.yaml")
-    )
-    # 4 x 4 RoIs instead of 7 x 7 (FPN) / 14 x 14 (C4) keep the RoI heads cheap on CPU
-    cfg.merge_from_list(
-        [
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.RESNETS.NORM",
-            "BN",
-            "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
-            4,
-        ]
-    )
-    return cfg
+# 4 x 4 RoIs instead of 7 x 7 (FPN) / 14 x 14 (C4) keep the RoI heads cheap on CPU
+SMALL = ("MODEL.RESNETS.NORM", "BN", "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 4)
 
 
 @pytest.mark.parametrize("size", [63, 64, 224])
@@ -117,8 +99,8 @@ def _saved_random_model(cfg, path):
         ("C4", 2048, ("backbone", "roi_heads.res5")),
     ],
 )
-def test_run_localization_probe_end_to_end(repo_root, tmp_path, arch, dim, groups):
-    cfg = _cfg(repo_root, arch)
+def test_run_localization_probe_end_to_end(tmp_path, arch, dim, groups, load_config):
+    cfg = load_config(f"configs/pretrain/Base-Pretrain-R50-{arch}.yaml", *SMALL)
     weights = str(tmp_path / "random.pth")
     model = _saved_random_model(cfg, weights)
     out = run_localization_probe(
@@ -146,8 +128,8 @@ def test_run_localization_probe_end_to_end(repo_root, tmp_path, arch, dim, group
     assert not torch.allclose(feats[9:], feats[:9])
 
 
-def test_run_localization_probe_bad_input(repo_root, tmp_path):
-    cfg = _cfg(repo_root, "FPN")
+def test_run_localization_probe_bad_input(tmp_path, load_config):
+    cfg = load_config("configs/pretrain/Base-Pretrain-R50-FPN.yaml", *SMALL)
     missing = str(tmp_path / "nope.pth")
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         run_localization_probe(cfg, missing, DATASET, size=SIZE, max_images=4)

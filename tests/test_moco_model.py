@@ -8,25 +8,16 @@ from detectron2.utils.events import EventStorage
 
 from detpre.checkpoint.export import ExportingCheckpointer, FinetuneExporter
 from detpre.config import add_detpre_config
-from detpre.modeling.meta_arch import MoCoV2
+from detpre.modeling.moco import MoCoV2
 from detpre.solver import build_pretrain_optimizer
 
 # Tiny R50 forwards are fastest single-threaded on a shared 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRETRAIN_ONLY = ("momentum.", "queues.", "ssl_head.")
-
-
-def _cfg(repo_root, arch):
-    cfg = get_cfg()
-    add_detpre_config(cfg)
-    cfg.merge_from_file(
-        os.path.join(repo_root, f"configs/pretrain/moco_v2_R50_{arch}_200ep_imagenet.yaml")
-    )
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.SSL.QUEUE_SIZE = 5
-    cfg.SSL.MOMENTUM = 0.8
-    return cfg
+CONFIGS = {a: f"configs/pretrain/moco_v2_R50_{a}_200ep_imagenet.yaml" for a in ("C4", "FPN")}
+# A 5-key queue (it wraps around within a test) and m = 0.8.
+SMALL = ("SSL.QUEUE_SIZE", "5", "SSL.MOMENTUM", "0.8")
 
 
 def _finetune_model(repo_root, arch):
@@ -41,15 +32,9 @@ def _finetune_model(repo_root, arch):
     return build_model(cfg)
 
 
-def _batch(seed, n=2):
-    gen = torch.Generator().manual_seed(seed)
-    image = lambda: torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen)  # noqa
-    return [{"views": [{"image": image()}, {"image": image()}]} for _ in range(n)]
-
-
 @pytest.mark.parametrize("arch", ["C4", "FPN"])
-def test_names_match_detectron2(repo_root, arch):
-    model = build_model(_cfg(repo_root, arch))
+def test_names_match_detectron2(repo_root, arch, load_config):
+    model = build_model(load_config(CONFIGS[arch], *SMALL))
     assert isinstance(model, MoCoV2)
     ours = model.state_dict()
     theirs = _finetune_model(repo_root, arch).state_dict()
@@ -66,11 +51,11 @@ def test_names_match_detectron2(repo_root, arch):
 
 
 @pytest.mark.parametrize("arch", ["C4", "FPN"])
-def test_train_step(repo_root, arch, run_momentum_hook):
-    cfg = _cfg(repo_root, arch)
+def test_train_step(arch, run_momentum_hook, load_config, view_batch):
+    cfg = load_config(CONFIGS[arch], *SMALL)
     model = build_model(cfg).train()
     params = dict(model.named_parameters())
-    batch = _batch(0)
+    batch = view_batch(0)
     with EventStorage() as storage:
         losses = model(batch)
     assert list(losses) == ["loss_moco"]
@@ -103,22 +88,22 @@ def test_train_step(repo_root, arch, run_momentum_hook):
     for k, p in before.items():
         expected = 0.8 * p + 0.2 * online[k[len("momentum.") :]]
         assert torch.allclose(params[k], expected, rtol=1e-5, atol=1e-6), k
-    model(_batch(1, n=2))
+    model(view_batch(1, n=2))
     assert int(model.queues["res5"].ptr) == 4
-    model(_batch(2, n=2))
+    model(view_batch(2, n=2))
     assert int(model.queues["res5"].ptr) == 6 % 5  # wraps around K = 5
 
 
-def test_bn_groups_normalise_each_sub_batch_on_its_own(repo_root):
+def test_bn_groups_normalise_each_sub_batch_on_its_own(load_config, view_batch):
     """SSL.BN_GROUPS G: one process computes what G GPUs with per-GPU BN compute. A query depends
     on the images of its own sub-batch only (with G = 1 every image's statistics leak into every
     query, the leak shuffle-BN exists to stop); keys are the shuffled batch cut into G sub-batches,
     each encoded alone, then put back in order."""
-    cfg = _cfg(repo_root, "FPN")
+    cfg = load_config(CONFIGS["FPN"], *SMALL)
     cfg.SSL.BN_GROUPS = 2
     model = build_model(cfg).train()
-    views = [x["views"][0] for x in _batch(0, n=4)]
-    changed = views[:2] + [x["views"][0] for x in _batch(1, n=2)]
+    views = [x["views"][0] for x in view_batch(0, n=4)]
+    changed = views[:2] + [x["views"][0] for x in view_batch(1, n=2)]
     with torch.no_grad():
         q = model.embed_in_groups(model, *model.preprocess(views), is_query=True)["res5"]
         q_changed = model.embed_in_groups(model, *model.preprocess(changed), True)["res5"]
@@ -142,11 +127,11 @@ def test_bn_groups_normalise_each_sub_batch_on_its_own(repo_root):
 
     cfg.SSL.BN_GROUPS = 3
     with pytest.raises(ValueError, match="SSL.BN_GROUPS 3"):
-        build_model(cfg).train()(_batch(0, n=4))
+        build_model(cfg).train()(view_batch(0, n=4))
 
 
-def test_cosine_momentum_reaches_one(repo_root, run_momentum_hook):
-    cfg = _cfg(repo_root, "C4")
+def test_cosine_momentum_reaches_one(run_momentum_hook, load_config):
+    cfg = load_config(CONFIGS["C4"], *SMALL)
     cfg.SSL.MOMENTUM_COSINE = True
     model = build_model(cfg)
     frozen = {k: v.clone() for k, v in model.momentum.named_parameters()}
@@ -164,11 +149,11 @@ def test_cosine_momentum_reaches_one(repo_root, run_momentum_hook):
         assert torch.equal(v, model.get_parameter(k)), k
 
 
-def test_bad_inputs(repo_root):
-    model = build_model(_cfg(repo_root, "C4")).train()
+def test_bad_inputs(load_config):
+    model = build_model(load_config(CONFIGS["C4"], *SMALL)).train()
     with pytest.raises(ValueError, match="views"):
         model([{"views": [{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}]}])
-    cfg = _cfg(repo_root, "C4")
+    cfg = load_config(CONFIGS["C4"], *SMALL)
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4"]
     with pytest.raises(ValueError, match="OUT_FEATURES"):
         build_model(cfg)
@@ -199,13 +184,13 @@ def test_optimizer_is_the_releases(repo_root, name):
         assert group["weight_decay"] == pytest.approx(1e-4)
 
 
-def test_fpn_export_leaves_out_the_untrained_fpn(repo_root, tmp_path):
+def test_fpn_export_leaves_out_the_untrained_fpn(tmp_path, load_config):
     """Through the pretraining checkpointer: MoCo-v2 on R50-FPN exports the bottom-up ResNet
     only (the FPN takes no gradient), so fine-tuning's load report does not count it loaded."""
-    cfg = _cfg(repo_root, "FPN")
+    cfg = load_config(CONFIGS["FPN"], *SMALL)
     model = build_model(cfg)
     assert model.export_excluded_prefixes == ("backbone.fpn_",)
-    assert build_model(_cfg(repo_root, "C4")).export_excluded_prefixes == ()
+    assert build_model(load_config(CONFIGS["C4"], *SMALL)).export_excluded_prefixes == ()
     ExportingCheckpointer(model, str(tmp_path), exporter=FinetuneExporter(cfg)).save("model_x")
     exported = torch.load(tmp_path / "model_x_d2.pth", map_location="cpu", weights_only=False)
     keys = set(exported["model"])

@@ -9,61 +9,42 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 from torchvision.ops import roi_align
 
-import detpre.modeling.meta_arch.slotcon as slotcon_module
+import detpre.modeling.slotcon.slotcon as slotcon_module
 from detpre.checkpoint import DetpreCheckpointer
 from detpre.checkpoint.export import FinetuneExporter
 from detpre.engine import get_detpre_cfg
-from detpre.modeling.meta_arch import SlotCon
-from detpre.modeling.ssl.centering import Centering
-from detpre.modeling.ssl.overlap_align import align_to_overlap, overlap_boxes
-from detpre.modeling.ssl.semantic_grouping import SemanticGrouping
-from detpre.modeling.ssl.slot_losses import grouping_loss, slot_contrast_loss, valid_slots
+from detpre.modeling.slotcon import SlotCon
+from detpre.modeling.slotcon.centering import Centering
+from detpre.modeling.slotcon.overlap_align import align_to_overlap, overlap_boxes
+from detpre.modeling.slotcon.semantic_grouping import SemanticGrouping
+from detpre.modeling.slotcon.slot_losses import grouping_loss, slot_contrast_loss, valid_slots
 from detpre.modeling.ssl.momentum import MomentumCopy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRETRAIN_ONLY = ("momentum.", "ssl_head.")
 K, D = 16, 32
-
-
-def _cfg(repo_root, arch):
-    cfg = get_detpre_cfg()
-    cfg.merge_from_file(
-        os.path.join(repo_root, f"configs/pretrain/slotcon_R50_{arch}_cpu_coco.yaml")
-    )
-    cfg.SLOTCON.HIDDEN_DIM = 64
-    cfg.SLOTCON.OUT_DIM = D
-    cfg.SLOTCON.NUM_PROTOTYPES = K
-    cfg.SSL.MOMENTUM = 0.9
-    cfg.SSL.MOMENTUM_COSINE = False
-    return cfg
+CONFIGS = {a: f"configs/pretrain/slotcon_R50_{a}_cpu_coco.yaml" for a in ("C4", "FPN")}
+# A small head (64 hidden, D out, K prototypes) and a fixed teacher momentum of 0.9.
+SMALL = ("SLOTCON.HIDDEN_DIM", 64, "SLOTCON.OUT_DIM", D, "SLOTCON.NUM_PROTOTYPES", K)
+SMALL += ("SSL.MOMENTUM", 0.9, "SSL.MOMENTUM_COSINE", False)
 
 
 @pytest.fixture(scope="module", params=["C4", "FPN"])
-def arch_model(request, repo_root):
+def arch_model(request, load_config):
     torch.manual_seed(0)
-    cfg = _cfg(repo_root, request.param)
+    cfg = load_config(CONFIGS[request.param], *SMALL)
     return request.param, cfg, build_model(cfg)
 
 
-def _batch(seed, n=3, size=64):
-    gen = torch.Generator().manual_seed(seed)
-    batch = []
-    for _ in range(n):
-        views = []
-        for _ in range(2):
-            x0, y0 = torch.randint(0, 40, (2,), generator=gen).tolist()
-            views.append(
-                {
-                    "image": torch.randint(
-                        0, 256, (3, size, size), dtype=torch.uint8, generator=gen
-                    ),
-                    "crop_box": torch.tensor([x0, y0, x0 + 60.0, y0 + 50.0]),
-                    "flipped": bool(torch.rand(1, generator=gen) < 0.5),
-                }
-            )
-        batch.append({"views": views})
-    return batch
+def _view(gen, size):
+    """A SlotCon view: its crop box in the image and its flip, drawn around the image."""
+    x0, y0 = torch.randint(0, 40, (2,), generator=gen).tolist()
+    return {
+        "image": torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=gen),
+        "crop_box": torch.tensor([x0, y0, x0 + 60.0, y0 + 50.0]),
+        "flipped": bool(torch.rand(1, generator=gen) < 0.5),
+    }
 
 
 # --- overlap alignment -----------------------------------------------------------------------
@@ -155,7 +136,7 @@ def test_an_overlap_reaching_the_crop_borders_is_whole_cells():
     torch.testing.assert_close(got, reference, rtol=0, atol=0)
 
 
-def test_slotcon_aligns_over_the_map_size(arch_model, monkeypatch):
+def test_slotcon_aligns_over_the_map_size(arch_model, monkeypatch, view_batch):
     """At 112 px the maps are 4 x 4 and every aligned box is a fraction of its view."""
     arch, cfg, model = arch_model
     seen = []
@@ -167,7 +148,7 @@ def test_slotcon_aligns_over_the_map_size(arch_model, monkeypatch):
         or original(maps, boxes, flipped),
     )
     with torch.no_grad(), EventStorage():
-        model.train()(_batch(7, n=2, size=112))
+        model.train()(view_batch(7, n=2, sizes=((112, 112),) * 2, view=_view))
     assert seen and all(tuple(m) == (4, 4) for m, _ in seen)
     assert all(float(b.min()) >= 0 and float(b.max()) <= 1 for _, b in seen)
 
@@ -325,13 +306,13 @@ def test_names_follow_the_invariant(arch_model):
     assert model.has_unused_parameters == (arch == "FPN")
 
 
-def test_train_step_losses_gradients_centre_and_momentum(arch_model, run_momentum_hook):
+def test_train_step_losses_gradients_centre_and_momentum(arch_model, run_momentum_hook, view_batch):
     arch, cfg, model = arch_model
     model.train()
     model.zero_grad()
     model.momentum.reset(model)
     model.ssl_head["center"].center.zero_()
-    batch = _batch(0)
+    batch = view_batch(0, n=3, view=_view)
     with EventStorage() as storage:
         losses = model(batch)
     assert sorted(losses) == ["loss_slotcon_contrast", "loss_slotcon_group"]
@@ -378,10 +359,10 @@ def test_train_step_losses_gradients_centre_and_momentum(arch_model, run_momentu
     model.zero_grad()
 
 
-def test_grouping_loss_ignores_images_whose_crops_do_not_overlap(arch_model):
+def test_grouping_loss_ignores_images_whose_crops_do_not_overlap(arch_model, view_batch):
     _, _, model = arch_model
     model.train()
-    batch = _batch(1, n=2)
+    batch = view_batch(1, n=2, view=_view)
     for x in batch:  # disjoint crops in every image
         x["views"][0]["crop_box"] = torch.tensor([0.0, 0.0, 10.0, 10.0])
         x["views"][1]["crop_box"] = torch.tensor([20.0, 0.0, 30.0, 10.0])
@@ -452,22 +433,22 @@ def test_eval_returns_teacher_assignments_without_state_change(arch_model):
     model.train()
 
 
-def test_bad_inputs(arch_model):
+def test_bad_inputs(arch_model, view_batch):
     _, _, model = arch_model
     model.train()
     with pytest.raises(ValueError, match="views"):
         model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])
-    batch = _batch(2, n=2)
+    batch = view_batch(2, n=2, view=_view)
     del batch[0]["views"][1]["crop_box"]
     with pytest.raises(ValueError, match="SlotConViewsMapper"):
         model(batch)
-    batch = _batch(3, n=2)
+    batch = view_batch(3, n=2, view=_view)
     batch[1]["views"][0]["image"] = torch.zeros(3, 96, 96, dtype=torch.uint8)
     with pytest.raises(ValueError, match="one size"):
         model(batch)
 
 
-def test_bottlenecks_start_with_zero_last_norm_as_the_release(arch_model, repo_root):
+def test_bottlenecks_start_with_zero_last_norm_as_the_release(arch_model):
     """SlotCon's models/resnet.py zeroes bn3.weight of every Bottleneck; the teacher starts as
     the same copy. InsLoc and MoCo keep 1 (their releases: zero_init_residual False)."""
     arch, cfg, _ = arch_model
@@ -485,7 +466,7 @@ def test_bottlenecks_start_with_zero_last_norm_as_the_release(arch_model, repo_r
     assert all((build_model(cfg).state_dict()[k] == 1).all() for k in norms)
 
 
-def test_teacher_keeps_its_own_bn_statistics(arch_model, run_momentum_hook):
+def test_teacher_keeps_its_own_bn_statistics(arch_model, run_momentum_hook, view_batch):
     """The release's EMA moves the teacher's parameters only; its BN running statistics come
     from its own forward passes (the exported teacher carries them)."""
     arch, cfg, model = arch_model
@@ -501,7 +482,8 @@ def test_teacher_keeps_its_own_bn_statistics(arch_model, run_momentum_hook):
     assert all(torch.equal(teacher[k], after[k]) for k in teacher)
     assert not any((b == 5.0).all() for k, b in after.items() if k.endswith("running_mean"))
     # a teacher forward in train mode moves its own statistics
+    views = view_batch(3, n=3, view=_view)[0]["views"]
     with torch.no_grad():
-        model.encode(model.momentum, model.preprocess([v["image"] for v in _batch(3)[0]["views"]]))
+        model.encode(model.momentum, model.preprocess([v["image"] for v in views]))
     moved = dict(model.momentum.named_buffers())
     assert any(not torch.equal(teacher[k], moved[k]) for k in teacher if k.endswith("running_mean"))
