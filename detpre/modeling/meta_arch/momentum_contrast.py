@@ -9,7 +9,6 @@ from detectron2.config import configurable
 from detectron2.modeling.backbone import FPN
 from detectron2.structures import ImageList
 from detectron2.utils import comm
-from torch import nn
 
 from ...views import IMAGE
 from ..ssl import QueueBank, batch_shuffle, batch_unshuffle, concat_all_gather, info_nce
