@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "tqdm",
     # Detectron2's ViT (the ViTDet backbone LOCA pretrains) imports timm.
     "timm>=0.6.13",
+    # LOCA's released Flax checkpoints are msgpack (tools/convert_pretrained.py reads them).
+    "msgpack>=1.0",
     # tools/submit.py: Slurm through submitit.
     "submitit>=1.4",
     # SoCo's selective search (AlignDet's proposals, tools/prepare_proposals.py's default backend)

@@ -23,6 +23,7 @@ __all__ = [
     "find_resnet_prefixes",
     "infer_target",
     "is_torchvision_resnet",
+    "resnet_name",
     "to_detectron2_pickle",
     "unwrap_state_dict",
 ]
@@ -54,6 +55,22 @@ _RULES = (
         lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}",
     ),
 )
+
+
+def resnet_name(name: str) -> Optional[str]:
+    """
+    Args:
+        name (str): a torchvision / mmdet ResNet key relative to the ResNet (``layer1.0.bn2.weight``).
+
+    Returns:
+        str or None: Detectron2's name relative to the ResNet (``res2.0.conv2.norm.weight``), None
+        when the key is no ResNet layer's.
+    """
+    for pattern, rename in _RULES:
+        m = pattern.match(name)
+        if m:
+            return rename(m)
+    return None
 
 
 @dataclass
@@ -253,16 +270,12 @@ def convert_torchvision_resnet(
         if reason is not None:
             dropped.setdefault(reason, []).append(key)
             continue
-        name = key[len(prefix) :]
-        for pattern, rename in _RULES:
-            m = pattern.match(name)
-            if m:
-                break
-        else:
+        name = resnet_name(key[len(prefix) :])
+        if name is None:
             raise ValueError(
                 f"Cannot map '{key}' to a Detectron2 ResNet name (encoder prefix '{prefix}')"
             )
-        converted[_target_name(rename(m), target)] = value
+        converted[_target_name(name, target)] = value
     report = ConversionReport(wrapper, prefix, target, len(converted), dropped, candidates)
     return converted, report
 
