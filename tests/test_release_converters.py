@@ -300,3 +300,44 @@ def test_unknown_layouts_name_the_keys(tv_state):
         detect_format({"head.w": torch.zeros(1)})
     with pytest.raises(ValueError, match="LOCA's release is a ViT"):
         convert_release(rc.loca_tree(32, 1, 2, 14, np.random.default_rng(0)), target="fpn")
+
+
+def test_insloc_round_trip_from_a_detpre_export(load_config, tmp_path):
+    """detpre's InsLoc R50-FPN export -> the release's mmdet layout (its converter's table read
+    backwards) -> the converter: the same tensors."""
+    from detectron2.modeling import build_model
+
+    from detpre.checkpoint.export import FinetuneExporter
+
+    cfg = load_config(
+        "configs/pretrain/insloc_R50_FPN_cpu_imagenet_sample.yaml", "SSL.QUEUE_SIZE", "8"
+    )
+    model = build_model(cfg)
+    path = str(tmp_path / "export.pth")
+    FinetuneExporter(cfg)(model.state_dict(), path, excluded=model.export_excluded_prefixes)
+    exported = {k: v for k, v in torch.load(path, weights_only=False)["model"].items()
+                if "num_batches_tracked" not in k}  # fmt: skip
+    release = {}
+    for k, v in exported.items():
+        if k.startswith("backbone.bottom_up."):
+            name = k[len("backbone.bottom_up.") :]
+            name = name.replace("stem.conv1.norm.", "bn1.").replace("stem.conv1.", "conv1.")
+            name = name.replace(".shortcut.norm.", ".downsample.1.")
+            name = name.replace(".shortcut.", ".downsample.0.")
+            name = re.sub(r"\.conv(\d)\.norm\.", r".bn\1.", name)
+            name = re.sub(r"^res(\d)", lambda m: f"layer{int(m[1]) - 1}", name)
+            release["backbone." + name] = v
+        elif m := re.match(r"^backbone\.fpn_(lateral|output)(\d)\.(norm\.)?(\w+)$", k):
+            kind = "lateral_convs" if m[1] == "lateral" else "fpn_convs"
+            release[f"neck.{kind}.{int(m[2]) - 2}.{'bn' if m[3] else 'conv'}.{m[4]}"] = v
+        elif m := re.match(r"^roi_heads\.box_head\.conv(\d)\.(norm\.)?(\w+)$", k):
+            layer = "bn" if m[2] else "conv"
+            release[f"roi_head.bbox_head.shared_convs.{int(m[1]) - 1}.{layer}.{m[3]}"] = v
+        elif m := re.match(r"^roi_heads\.box_head\.fc1\.(\w+)$", k):
+            release[f"roi_head.bbox_head.shared_fcs.0.{m[1]}"] = v
+        else:
+            raise AssertionError(f"unexpected exported key {k}")
+    release["roi_head.bbox_head.fc_cls.weight"] = torch.zeros(128, 1024)
+    back, _, fmt, _ = convert_release({"state_dict": release}, target="fpn")
+    assert fmt == "insloc" and set(back) == set(exported)
+    assert all(torch.equal(back[k], exported[k]) for k in back)
