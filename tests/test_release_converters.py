@@ -7,6 +7,7 @@ module); a detpre export taken to a release's layout and back gives the same ten
 """
 
 import os
+import pickle
 import re
 import sys
 
@@ -30,10 +31,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FT = "configs/finetune/"
 
 
-def _run(repo_root, tmp_path, obj, config, *extra, save=torch.save):
+def _run(repo_root, tmp_path, obj, config, *extra, save=torch.save, name="release.pth"):
     """Save ``obj``, run the tool with ``config``; returns (report, loaded detector state, the
     .pkl's tensors, the load report rows)."""
-    src = str(tmp_path / "release.pth")
+    src = str(tmp_path / name)
     if isinstance(obj, bytes):
         with open(src, "wb") as f:
             f.write(obj)
@@ -288,6 +289,23 @@ def test_flax_reader_chunks_bfloat16_and_scalars():
     assert bf.tolist() == [1.5, -2.0]
     with pytest.raises(ValueError, match="not a Flax"):
         restore_flax_bytes(b"\x93\x01\x02\x03")
+
+
+def test_an_already_converted_release_passes_through(tv_state, repo_root, tmp_path):
+    """InsLoc's Drive files are its converter's Detectron2 .pkl: loaded as they are."""
+    gen = torch.Generator().manual_seed(9)
+    ckpt = rc.insloc(tv_state, gen)
+    expected = rc.insloc_expected(ckpt["state_dict"])
+    pkl = {"model": {k: v.numpy() for k, v in expected.items()}, "matching_heuristics": True}
+    path = str(tmp_path / "insloc_converted.pkl")
+    with open(path, "wb") as f:
+        pickle.dump(pkl, f)
+    assert detect_format(load_release(path)) == "detectron2"
+    _, state, written, rows = _run(
+        repo_root, tmp_path, pkl, FT + "mask_rcnn_R50_FPN_1x_coco_insloc.yaml",
+        save=lambda obj, p: pickle.dump(obj, open(p, "wb")), name="release.pkl",
+    )  # fmt: skip
+    _assert_loaded(rows, written, state, expected)
 
 
 def test_unknown_layouts_name_the_keys(tv_state):

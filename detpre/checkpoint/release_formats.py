@@ -14,6 +14,8 @@ aligndet       mmdet ``backbone.`` + ``rpn_head.`` or       ResNet, FPN, RPN, bo
                RetinaNet's ``bbox_head.cls_convs``         RetinaNet's FPN and subnets
 loca           a Flax (msgpack) tree with                  ViT-B/16 -> ViTDet              teacher
                ``ToTokenSequence_0/embedding/kernel``      ``backbone.net.*``
+detectron2     Detectron2 detector names (an already       passed through                  as is
+               converted release, e.g. InsLoc's .pkl)
 =============  ==========================================  ==============================  ========
 """
 
@@ -22,7 +24,12 @@ from typing import Optional
 
 import torch
 
-from .convert import convert_torchvision_resnet, is_torchvision_resnet, unwrap_state_dict
+from .convert import (
+    ConversionReport,
+    convert_torchvision_resnet,
+    is_torchvision_resnet,
+    unwrap_state_dict,
+)
 from .flax_msgpack import flatten_tree, restore_flax_bytes
 from .mmdet_convert import convert_mmdet_detector, is_mmdet_detector
 from .vit_convert import convert_loca_vit, find_vit_prefixes
@@ -37,7 +44,16 @@ __all__ = [
     "target_of",
 ]
 
-FORMATS = ("torchvision", "slotcon", "insloc", "aligndet", "loca")
+FORMATS = ("torchvision", "slotcon", "insloc", "aligndet", "loca", "detectron2")
+# Detectron2 detector names: a release already converted (InsLoc's Drive files are its converter's
+# .pkl) passes through, so that the tool still loads it and prints the load table.
+_D2_PREFIXES = (
+    "backbone.bottom_up.",
+    "backbone.stem.",
+    "backbone.net.",
+    "backbone.res",
+    "roi_heads.",
+)
 # The copies each format can give, its release's transfer first (the default).
 COPIES = {
     "torchvision": ("online",),
@@ -45,6 +61,7 @@ COPIES = {
     "insloc": ("query", "key"),
     "aligndet": ("online",),
     "loca": ("teacher", "student"),
+    "detectron2": ("online",),
 }
 _SLOTCON_PREFIXES = {"teacher": "module.encoder_k.", "student": "module.encoder_q."}
 
@@ -109,6 +126,8 @@ def detect_format(obj) -> str:
         return "slotcon"
     if is_torchvision_resnet(state_dict):
         return "torchvision"
+    if keys and any(k.startswith(_D2_PREFIXES) for k in keys):
+        return "detectron2"
     raise ValueError(
         "Unknown checkpoint layout: not a torchvision ResNet, an mmdet detector (InsLoc, "
         f"AlignDet), SlotCon or a LOCA Flax tree; first keys: {keys[:12]}"
@@ -186,6 +205,10 @@ def convert_release(obj, fmt="auto", *, target, copy=None, prefix=None, vit=None
         if target not in ("fpn", "c4", "retinanet"):
             raise ValueError(f"A {fmt} checkpoint converts to an R50 detector, not {target}")
         state, report = convert_mmdet_detector(obj, target=target, copy=copy)
+    elif fmt == "detectron2":
+        state_dict, wrapper = unwrap_state_dict(obj)
+        state = {k: torch.as_tensor(v) for k, v in state_dict.items()}
+        report = ConversionReport(wrapper, "", target, len(state), {}, [])
     else:
         if target not in ("fpn", "c4", None):
             raise ValueError(f"A {fmt} ResNet converts to R50-FPN / C4, not {target}")
