@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "pycocotools>=2.0.2",
     "Pillow>=7.1",
     "tabulate",
+    "matplotlib",  # tools/plot_metrics.py
     "tqdm",
     # Detectron2's ViT (the ViTDet backbone LOCA pretrains) imports timm.
     "timm>=0.6.13",
