@@ -14,7 +14,8 @@ detpre's main job on the bundled data (what ``make demo`` runs):
    lr / weight-decay overlay), and evaluate on ``bccd_voc_test`` (Pascal VOC AP, AP50, AP75);
 4. print one table and write it to ``OUTPUT/results.md`` and ``results.csv``: per method its
    pretext accuracy at the start and the end of pretraining beside chance, its pretext loss at
-   the start and the end, the readout and the APs;
+   the start and the end, the readout and the APs; draw every method's pretraining curves
+   (losses, pretext accuracies, lr, momentum) into ``OUTPUT/curves.png``;
 5. with ``--self-train``, run ``tools/self_train.py`` (teacher, pseudo-labels, student) on the
    bundled data and print its teacher / student table (``OUTPUT/selftrain/results.md``).
 
@@ -34,6 +35,7 @@ import sys
 from collections import OrderedDict
 
 from detpre.evaluation import format_markdown, pretext_summary
+from detpre.evaluation.curves import plot_curves, read_metrics
 from detpre.methods import FINETUNE_CONFIG, METHODS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,7 +103,7 @@ def main():
     args = parser.parse_args()
     out = os.path.abspath(args.output_dir)
 
-    rows = []
+    rows, curves = [], OrderedDict()
     for name in args.methods:
         method = METHODS.get(name)
         config = method.cpu_config if method else None
@@ -117,6 +119,8 @@ def main():
         if config is not None:
             weights = pretrain(config, os.path.join(out, name, "pretrain"), opts)
         row.update(_pretext_columns(os.path.join(out, name, "pretrain"), config is not None))
+        if config is not None:
+            curves[row["method"]] = read_metrics(os.path.join(out, name, "pretrain"))
         readout = probe(
             weights, os.path.join(out, name, "probe.json"), args.probe_dataset, args.probe_opts
         )
@@ -136,6 +140,8 @@ def main():
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    if curves:
+        plot_curves(curves, os.path.join(out, "curves.png"), title="pretraining (main job)")
     print(
         f"\nFaster R-CNN R50-FPN, bccd_voc_trainval -> bccd_voc_test ({out}/results.md):\n{table}"
     )
