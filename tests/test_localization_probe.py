@@ -10,7 +10,10 @@ from detectron2.modeling import build_model
 from detectron2.structures.boxes import pairwise_intersection
 
 import detpre  # noqa: F401  registers the bundled datasets
+import detpre.evaluation.localization_probe as loc_probe
 from detpre.evaluation.localization_probe import (
+    _isolated_patches,
+    bootstrap_interval,
     extract_patch_features,
     grid_boxes,
     run_localization_probe,
@@ -157,8 +160,55 @@ def test_cli_writes_json(repo_root, tmp_path):
     result = json.loads(output.read_text())
     assert (result["num_train_images"], result["num_test_images"]) == (9, 3)
     assert result["feature_dim"] == 1024 and result["seed"] == 3
+    lo, hi = result["test_acc_interval"]
+    assert result["variant"] == "grid" and lo <= result["test_acc"] <= hi
     line = (
-        f"localization readout: {100 * result['test_acc']:.1f}% top-1 (chance 11.1%) "
-        f"on 3 test images x 9 patches"
+        f"localization readout (grid): {100 * result['test_acc']:.1f}% top-1, 95% interval "
+        f"{100 * lo:.1f}-{100 * hi:.1f} (chance 11.1%) on 3 test images x 9 patches"
     )
     assert line in proc.stdout
+
+
+def test_bootstrap_interval_resamples_images():
+    correct = torch.tensor([True] * 9 + [False] * 9 + [True] * 9)
+    groups = torch.arange(3).repeat_interleave(9)
+    lo, hi = bootstrap_interval(correct, groups, num_resamples=2000, seed=0)
+    # image accuracies 1, 0, 1: a resample's accuracy is Binomial(3, 2/3) / 3, whose 2.5 % and
+    # 97.5 % quantiles are 0 (P(0) = 1/27 > 2.5 %) and 1 (P(<= 2/3) = 19/27 < 97.5 %)
+    assert (lo, hi) == (0.0, 1.0)
+    assert bootstrap_interval(torch.ones(18, dtype=torch.bool), groups[:18].clone()) == (1.0, 1.0)
+    # images, not patches, are resampled: 9 correlated patches per image give the interval of
+    # the image count; 10x the images narrow it by about sqrt(10)
+    gen = torch.Generator().manual_seed(1)
+    per_image = torch.rand(400, generator=gen) < 0.6
+    few = bootstrap_interval(
+        per_image[:40].repeat_interleave(9), torch.arange(40).repeat_interleave(9)
+    )
+    many = bootstrap_interval(
+        per_image.repeat_interleave(9), torch.arange(400).repeat_interleave(9)
+    )
+    ratio = (few[1] - few[0]) / (many[1] - many[0])
+    assert 2.4 < ratio < 4.2
+
+
+def test_isolated_patches_see_only_themselves(load_config, monkeypatch):
+    """Fed alone, a patch's feature does not change when the rest of its image does (no border,
+    padding or context reaches it); pooled from the whole image, it does."""
+    cfg = load_config("configs/pretrain/Base-Pretrain-R50-FPN.yaml", *SMALL)
+    model = build_model(cfg).eval()
+    dicts = DatasetCatalog.get(DATASET)[:1]
+    size = 96
+    image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
+    patches = _isolated_patches(image, size)
+    assert len(patches) == 9 and all(p["image"].shape == (3, 32, 32) for p in patches)
+    assert torch.equal(patches[4]["image"], image[:, 32:64, 32:64])  # 96 / 3: no resize needed
+    changed = image.clone()
+    changed[:, 32:, :] = 0  # every patch but the top row
+    feats = {}
+    for variant in ("grid", "isolated"):
+        for name, img in (("orig", image), ("changed", changed)):
+            monkeypatch.setattr(loc_probe, "_load_resized", lambda d, s, f, im=img: {"image": im})
+            feats[variant, name] = extract_patch_features(model, dicts, size, variant=variant)[0]
+    top_row = slice(0, 3)
+    assert torch.allclose(feats["isolated", "orig"][top_row], feats["isolated", "changed"][top_row])
+    assert not torch.allclose(feats["grid", "orig"][top_row], feats["grid", "changed"][top_row])

@@ -6,6 +6,7 @@ the 3 x 3 grid patches of an image a frozen detector's RoI feature comes from.
     python tools/localization_probe.py --weights output/pretrain/model_final_d2.pth
     python tools/localization_probe.py --config-file configs/pretrain/Base-Pretrain-R50-C4.yaml \
         --weights moco_v2_800ep_pretrain.pth.tar --dataset coco_tiny_val --output probe.json
+    python tools/localization_probe.py ... --variant isolated   # each patch fed alone
     python tools/localization_probe.py ... MODEL.RESNETS.NORM FrozenBN   # trailing config overrides
 
 The config describes the architecture (C4 or FPN); the network is built as Detectron2's
@@ -47,7 +48,17 @@ def get_parser():
         "--weights", default=None, help="checkpoint to probe (default: the config's MODEL.WEIGHTS)"
     )
     parser.add_argument(
-        "--dataset", default="imagenet_sample_unlabeled", help="a registered dataset name"
+        "--dataset",
+        nargs="+",
+        default=["imagenet_sample_unlabeled"],
+        help="registered dataset names (their images together)",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=("grid", "isolated"),
+        default="grid",
+        help="grid: the paper's (whole image, patches pooled; borders and padding give a random "
+        "network the position); isolated: each patch fed alone",
     )
     parser.add_argument("--size", type=int, default=224, help="images are resized to size x size")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
@@ -82,16 +93,18 @@ def main(args):
         max_images=args.max_images,
         train_fraction=args.train_fraction,
         seed=args.seed,
+        variant=args.variant,
     )
     result["config_file"] = args.config_file
     if args.output:
         PathManager.mkdirs(os.path.dirname(os.path.abspath(args.output)))
         with PathManager.open(args.output, "w") as f:
             json.dump(result, f, indent=2)
+    lo, hi = result["test_acc_interval"]
     print(
-        f"localization readout: {100 * result['test_acc']:.1f}% top-1 "
-        f"(chance {100 * result['chance']:.1f}%) on {result['num_test_images']} test images x "
-        f"{result['num_patches']} patches"
+        f"localization readout ({args.variant}): {100 * result['test_acc']:.1f}% top-1, 95% "
+        f"interval {100 * lo:.1f}-{100 * hi:.1f} (chance {100 * result['chance']:.1f}%) on "
+        f"{result['num_test_images']} test images x {result['num_patches']} patches"
     )
     return result
 

@@ -6,7 +6,10 @@ detpre's main job on the bundled data (what ``make demo`` runs):
    and LOCA, each with its CPU config (the same images; batch, epochs and lr chosen per method by
    measurement, see each config); AlignDet then takes the InsLoc backbone
    through its box-domain stage on selective-search proposals of ``coco_tiny_train``;
-2. read out each pretrained network's localization (InsLoc's 3x3-patch linear probe);
+2. read out each pretrained network's localization (InsLoc's 3x3-patch linear probe) on
+   ``coco_tiny_val`` + ``coco128_train``, in both variants ("grid": the paper's, which borders and
+   padding give away; "isolated": each patch fed alone), next to a randomly initialised network
+   probed the same way (the control) and chance;
 3. fine-tune Faster R-CNN R50-FPN on ``bccd_voc_trainval`` (3 classes of large, frequent
    objects: a few hundred CPU iterations separate the initialisations, where 80-class
    ``coco_tiny`` leaves every row at ~0 AP) from each, and from random initialisation, with the
@@ -35,7 +38,8 @@ import sys
 from collections import OrderedDict
 
 from detpre.evaluation import format_markdown, pretext_summary
-from detpre.evaluation.curves import plot_curves, read_metrics
+from detpre.evaluation.curves import panel_keys, plot_curves, read_metrics
+from detpre.evaluation.localization_probe import VARIANTS
 from detpre.methods import FINETUNE_CONFIG, METHODS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,13 +65,35 @@ def pretrain(config, out_dir, opts):
     return weights
 
 
-def probe(weights, out_file, dataset, opts):
-    if not os.path.exists(out_file):
-        cmd = ["tools/localization_probe.py", "--config-file", PROBE_CONFIG, "--weights", weights]
-        cmd += ["--dataset", dataset, "--output", out_file, "MODEL.DEVICE", "cpu"] + opts
-        run(cmd)
-    with open(out_file) as f:
-        return json.load(f)
+def probe(weights, out_dir, datasets, opts):
+    """Both variants of the localization readout ("grid", "isolated") of ``weights``."""
+    results = {}
+    for variant in VARIANTS:
+        out_file = os.path.join(out_dir, f"probe_{variant}.json")
+        if not os.path.exists(out_file):
+            cmd = ["tools/localization_probe.py", "--config-file", PROBE_CONFIG]
+            cmd += ["--weights", weights, "--dataset", *datasets, "--variant", variant]
+            run(cmd + ["--output", out_file] + opts + ["MODEL.DEVICE", "cpu"])
+        with open(out_file) as f:
+            results[variant] = json.load(f)
+    return results
+
+
+def _readout_columns(readout, control):
+    """The readout of both variants, the isolated one's interval, and the control's."""
+    lo, hi = readout["isolated"]["test_acc_interval"]
+    return OrderedDict(
+        [
+            ("readout % grid", round(100.0 * readout["grid"]["test_acc"], 1)),
+            ("isolated", round(100.0 * readout["isolated"]["test_acc"], 1)),
+            ("isolated 95% interval", f"{100 * lo:.1f}-{100 * hi:.1f}"),
+            (
+                "control grid / isolated",
+                f"{100 * control['grid']['test_acc']:.1f} / "
+                f"{100 * control['isolated']['test_acc']:.1f}",
+            ),
+        ]
+    )
 
 
 def proposals(out_dir, preset):
@@ -92,7 +118,7 @@ def main():
     names = [RANDOM] + list(METHODS)
     parser.add_argument("--methods", nargs="+", default=names, choices=names)
     parser.add_argument("--output-dir", default="output/main_job")
-    parser.add_argument("--probe-dataset", default="coco_tiny_val")
+    parser.add_argument("--probe-dataset", nargs="+", default=["coco_tiny_val", "coco128_train"])
     parser.add_argument("--pretrain-opts", nargs="*", default=[], help="KEY VALUE overrides")
     parser.add_argument("--finetune-opts", nargs="*", default=[], help="KEY VALUE overrides")
     parser.add_argument("--probe-opts", nargs="*", default=[], help="probe options")
@@ -104,6 +130,8 @@ def main():
     out = os.path.abspath(args.output_dir)
 
     rows, curves = [], OrderedDict()
+    # The control of every readout: a randomly initialised network probed the same way.
+    control = probe("", os.path.join(out, RANDOM), args.probe_dataset, args.probe_opts)
     for name in args.methods:
         method = METHODS.get(name)
         config = method.cpu_config if method else None
@@ -121,10 +149,8 @@ def main():
         row.update(_pretext_columns(os.path.join(out, name, "pretrain"), config is not None))
         if config is not None:
             curves[row["method"]] = read_metrics(os.path.join(out, name, "pretrain"))
-        readout = probe(
-            weights, os.path.join(out, name, "probe.json"), args.probe_dataset, args.probe_opts
-        )
-        row["loc. readout %"] = 100.0 * readout["test_acc"]
+        readout = probe(weights, os.path.join(out, name), args.probe_dataset, args.probe_opts)
+        row.update(_readout_columns(readout, control))
         ft_config = method.finetune_config if method else FINETUNE_CONFIG
         results = finetune(
             weights, os.path.join(out, name, "finetune"), args.finetune_opts, ft_config
@@ -140,10 +166,12 @@ def main():
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    if curves:
+    if panel_keys(curves):  # a run too short to log draws nothing
         plot_curves(curves, os.path.join(out, "curves.png"), title="pretraining (main job)")
+    chance = 100.0 * control["grid"]["chance"]
     print(
-        f"\nFaster R-CNN R50-FPN, bccd_voc_trainval -> bccd_voc_test ({out}/results.md):\n{table}"
+        f"\nFaster R-CNN R50-FPN, bccd_voc_trainval -> bccd_voc_test ({out}/results.md); "
+        f"localization readout on {' + '.join(args.probe_dataset)}, chance {chance:.1f} %:\n{table}"
     )
     if args.self_train:
         self_train(os.path.join(out, "selftrain"), args.self_train_opts)

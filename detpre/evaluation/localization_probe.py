@@ -9,6 +9,21 @@ RoI-pooled through the frozen backbone and RoI head of a Detectron2 ``Generalize
 ``roi_heads.box_pooler`` with Detectron2's level assignment, ``roi_heads.box_head`` -> 1024-d), and
 a linear classifier is trained to predict the patch index. Its top-1 accuracy on the patches of
 held-out images is the readout; chance is 1/9.
+
+Two variants (``VARIANTS``):
+
+* ``"grid"``, the paper's: the whole image goes through the network and the patches are pooled
+  from its feature maps. A randomly initialised network already reads near 100 % here: zero
+  padding and the image borders reach every patch's receptive field, so where a patch lies is in
+  its feature whatever the pretraining;
+* ``"isolated"``: each patch is cut out and fed alone (at ``size / 3`` pixels, the same pixels as
+  in the grid) and its whole crop pooled. No border or padding tells the patches apart, so what
+  remains is what the content says of its place (sky above, ground below): the question InsLoc
+  asks of a representation, whether its features of a region know where the region lies, minus
+  the cue every network has for free.
+
+Report either next to a randomly initialised network probed the same way (the control) and chance;
+the test accuracy comes with a 95 % bootstrap interval over test images.
 """
 
 import logging
@@ -30,6 +45,8 @@ from ..checkpoint import DetpreCheckpointer
 from ..data.image_io import read_image
 
 __all__ = [
+    "VARIANTS",
+    "bootstrap_interval",
     "extract_patch_features",
     "grid_boxes",
     "patch_features",
@@ -41,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 # The paper's grid: 3 x 3 patches, so M = 9 classes.
 GRID = 3
+VARIANTS = ("grid", "isolated")
 
 
 def grid_boxes(size, grid=GRID):
@@ -98,8 +116,21 @@ def _load_resized(dataset_dict, size, input_format):
     return {"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))}
 
 
+def _isolated_patches(image, size, grid=GRID):
+    """The ``grid`` x ``grid`` patches of a (3, size, size) image, each resized to its own square
+    of ``size // grid`` pixels (row-major)."""
+    side = size // grid
+    boxes = grid_boxes(size, grid).tensor.round().long().tolist()
+    patches = []
+    for x0, y0, x1, y1 in boxes:
+        crop = image[:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
+        crop = T.Resize((side, side)).get_transform(crop).apply_image(crop)
+        patches.append({"image": torch.as_tensor(np.ascontiguousarray(crop.transpose(2, 0, 1)))})
+    return patches
+
+
 @torch.no_grad()
-def extract_patch_features(model, dataset_dicts, size=224, batch_size=32):
+def extract_patch_features(model, dataset_dicts, size=224, batch_size=32, variant="grid"):
     """
     Features of the 3 x 3 grid patches of every image. Images are read with the model's input
     format (``cfg.INPUT.FORMAT``), resized to ``size`` x ``size`` (aspect ratio not kept),
@@ -110,6 +141,8 @@ def extract_patch_features(model, dataset_dicts, size=224, batch_size=32):
         dataset_dicts (list[dict]): Detectron2 dataset dicts; only ``file_name`` is read.
         size (int): side of the square the images are resized to.
         batch_size (int): images per forward pass.
+        variant (str): "grid" (whole images, patches pooled from their maps) or "isolated"
+            (each patch fed alone, its whole crop pooled); see the module docstring.
 
     Returns:
         tuple[Tensor, Tensor, Tensor], on CPU:
@@ -118,17 +151,26 @@ def extract_patch_features(model, dataset_dicts, size=224, batch_size=32):
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     model.eval()
     boxes = grid_boxes(size).to(model.device)
     num_patches = len(boxes)
+    side = size // GRID
+    whole = Boxes(torch.tensor([[0.0, 0.0, side, side]], device=model.device))
     features = []
     for start in tqdm(
-        range(0, len(dataset_dicts), batch_size), desc="patch features", unit="batch"
+        range(0, len(dataset_dicts), batch_size), desc=f"patch features ({variant})", unit="batch"
     ):
         batch = [
             _load_resized(d, size, model.input_format)
             for d in dataset_dicts[start : start + batch_size]
         ]
+        if variant == "isolated":
+            batch = [p for b in batch for p in _isolated_patches(b["image"], size)]
+            images = model.preprocess_image(batch)
+            features.append(patch_features(model, images, [whole] * len(batch)).float().cpu())
+            continue
         images = model.preprocess_image(batch)
         features.append(patch_features(model, images, [boxes] * len(batch)).float().cpu())
     if not features:
@@ -167,7 +209,7 @@ def train_linear_probe(
 
     Returns:
         dict: ``train_acc`` and ``test_acc`` (floats in [0, 1]), ``train_loss`` (the final
-        objective).
+        objective), ``test_correct`` ((N_test,) bool tensor: each test sample right or not).
     """
     if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(
@@ -209,7 +251,34 @@ def train_linear_probe(
             "train_acc": _accuracy(classifier, train_x, train_y),
             "test_acc": _accuracy(classifier, test_x, test_y) if len(test_x) else float("nan"),
             "train_loss": train_loss,
+            "test_correct": classifier(test_x).argmax(dim=1) == test_y,
         }
+
+
+def bootstrap_interval(correct, groups, num_resamples=1000, level=0.95, seed=0):
+    """
+    A percentile bootstrap interval of an accuracy whose samples come in groups (the 9 patches of
+    one image are not independent): groups are resampled with replacement.
+
+    Args:
+        correct (Tensor): (N,) bool, each sample right or not.
+        groups (Tensor): (N,) int64, the group (image) of each sample.
+        num_resamples (int): bootstrap resamples.
+        level (float): the interval's coverage.
+        seed (int): seed of the resampling.
+
+    Returns:
+        tuple[float, float]: the interval's bounds.
+    """
+    ids, inverse = torch.unique(groups, return_inverse=True)
+    hits = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inverse, correct.double())
+    counts = torch.bincount(inverse, minlength=len(ids)).double()
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(len(ids), (num_resamples, len(ids)), generator=gen)
+    accs = hits[draws].sum(dim=1) / counts[draws].sum(dim=1)
+    tail = (1.0 - level) / 2
+    lo, hi = torch.quantile(accs, torch.tensor([tail, 1.0 - tail], dtype=torch.float64))
+    return float(lo), float(hi)
 
 
 def _split_images(num_images, train_fraction, seed, max_images=None):
@@ -254,9 +323,10 @@ def run_localization_probe(
     seed=0,
     weight_decay=1e-3,
     max_iter=200,
+    variant="grid",
 ):
     """
-    The localization readout of a checkpoint on a registered dataset.
+    The localization readout of a checkpoint on registered datasets.
 
     The network is Detectron2's ``GeneralizedRCNN`` built from ``cfg`` (whatever
     ``MODEL.META_ARCHITECTURE`` says, so the names are Detectron2's and a pretraining output,
@@ -269,16 +339,19 @@ def run_localization_probe(
         cfg (CfgNode): a detpre config describing the architecture (C4 or FPN).
         weights (str or None): checkpoint path or URL; None takes ``cfg.MODEL.WEIGHTS``; "" probes
             a random initialisation.
-        dataset_name (str): a name registered in ``DatasetCatalog``; only ``file_name`` is read.
+        dataset_name (str or list[str]): names registered in ``DatasetCatalog`` (their images
+            together); only ``file_name`` is read.
         size (int): side of the square the images are resized to.
         batch_size (int): images per forward pass.
         max_images (int or None): use at most this many images (a seeded random subset).
         train_fraction (float): fraction of the images whose patches train the classifier.
         seed (int): seed of the image permutation.
         weight_decay, max_iter: see :func:`train_linear_probe`.
+        variant (str): "grid" or "isolated" (see the module docstring).
 
     Returns:
-        dict (JSON-serialisable): ``test_acc``, ``train_acc``, ``chance`` (1/9), ``feature_dim``,
+        dict (JSON-serialisable): ``test_acc``, ``test_acc_interval`` (95 % bootstrap interval
+        over test images), ``train_acc``, ``chance`` (1/9), ``variant``, ``feature_dim``,
         ``num_patches`` (9), ``num_train_images``, ``num_test_images``, the options used, and
         ``load_report`` (list of dicts, one per module group, as
         :func:`detpre.checkpoint.load_report`; None when no weights were loaded).
@@ -290,7 +363,8 @@ def run_localization_probe(
     weights = cfg.MODEL.WEIGHTS if weights is None else weights
     _check_weights(weights)
 
-    dataset_dicts = DatasetCatalog.get(dataset_name)
+    names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
+    dataset_dicts = [d for name in names for d in DatasetCatalog.get(name)]
     train_idx, test_idx = _split_images(len(dataset_dicts), train_fraction, seed, max_images)
     used = torch.cat([train_idx, test_idx])
     dataset_dicts = [dataset_dicts[i] for i in used.tolist()]
@@ -298,7 +372,9 @@ def run_localization_probe(
     model = build_model(cfg)
     report = _load_weights(model, weights)
     model.eval().requires_grad_(False)
-    features, labels, image_index = extract_patch_features(model, dataset_dicts, size, batch_size)
+    features, labels, image_index = extract_patch_features(
+        model, dataset_dicts, size, batch_size, variant
+    )
 
     is_train = image_index < len(train_idx)  # dataset_dicts lists the train images first
     result = train_linear_probe(
@@ -310,13 +386,16 @@ def run_localization_probe(
         weight_decay=weight_decay,
         max_iter=max_iter,
     )
+    correct = result.pop("test_correct")
     result.update(
+        test_acc_interval=bootstrap_interval(correct, image_index[~is_train], seed=seed),
+        variant=variant,
         chance=1.0 / (GRID * GRID),
         feature_dim=features.shape[1],
         num_patches=GRID * GRID,
         num_train_images=len(train_idx),
         num_test_images=len(test_idx),
-        dataset=dataset_name,
+        dataset=names[0] if len(names) == 1 else names,
         weights=weights,
         size=size,
         train_fraction=train_fraction,
