@@ -63,3 +63,21 @@ def test_separate_images_and_bad_lines(tmp_path):
         f.write("{not json\n")
     with pytest.raises(ValueError, match=r"metrics.json, line 9: not JSON"):
         read_metrics(a)
+
+
+def test_results_bars_with_the_baseline_dashed(tmp_path):
+    from detpre.evaluation.curves import plot_results
+
+    rows = [
+        {"method": "random init", "bbox AP50": 33.4, "isolated": 13.3},
+        {"method": "MoCo-v2", "bbox AP50": 28.3, "isolated": 20.0},
+        {"method": "InsLoc", "bbox AP50": 10.3, "isolated": ""},
+    ]
+    fig = plot_results(rows, str(tmp_path / "r.png"), ("bbox AP50", "isolated"), "random init")
+    ap, iso = fig.axes
+    assert [p.get_height() for p in ap.patches] == [28.3, 10.3]
+    assert [t.get_text() for t in ap.get_xticklabels()] == ["MoCo-v2", "InsLoc"]
+    (line,) = ap.get_lines()
+    assert line.get_linestyle() == "--" and list(line.get_ydata()) == [33.4, 33.4]
+    assert [p.get_height() for p in iso.patches] == [20.0]  # InsLoc has no value there
+    assert cv2.imread(str(tmp_path / "r.png")).shape[:2] == (400, 1000)

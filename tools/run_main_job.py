@@ -18,7 +18,8 @@ detpre's main job on the bundled data (what ``make demo`` runs):
 4. print one table and write it to ``OUTPUT/results.md`` and ``results.csv``: per method its
    pretext accuracy at the start and the end of pretraining beside chance, its pretext loss at
    the start and the end, the readout and the APs; draw every method's pretraining curves
-   (losses, pretext accuracies, lr, momentum) into ``OUTPUT/curves.png``;
+   (losses, pretext accuracies, lr, momentum) into ``OUTPUT/curves.png`` and the AP50 and
+   readouts per method (random initialisation as a dashed line) into ``OUTPUT/results.png``;
 5. with ``--self-train``, run ``tools/self_train.py`` (teacher, pseudo-labels, student) on the
    bundled data and print its teacher / student table (``OUTPUT/selftrain/results.md``).
 
@@ -38,7 +39,7 @@ import sys
 from collections import OrderedDict
 
 from detpre.evaluation import format_markdown, pretext_summary
-from detpre.evaluation.curves import panel_keys, plot_curves, read_metrics
+from detpre.evaluation.curves import panel_keys, plot_curves, plot_results, read_metrics
 from detpre.evaluation.localization_probe import VARIANTS
 from detpre.methods import FINETUNE_CONFIG, METHODS
 
@@ -166,6 +167,10 @@ def main():
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    plot_results(
+        rows, os.path.join(out, "results.png"), ("bbox AP50", "readout % grid", "isolated"),
+        baseline=_label(RANDOM),
+    )  # fmt: skip
     if panel_keys(curves):  # a run too short to log draws nothing
         plot_curves(curves, os.path.join(out, "curves.png"), title="pretraining (main job)")
     chance = 100.0 * control["grid"]["chance"]

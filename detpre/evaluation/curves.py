@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["PANELS", "panel_keys", "plot_curves", "read_metrics", "series"]
+__all__ = ["PANELS", "panel_keys", "plot_curves", "plot_results", "read_metrics", "series"]
 
 # Panel title -> test on a metrics key.
 PANELS = OrderedDict(
@@ -117,6 +117,39 @@ def plot_curves(runs: Dict[str, List[Dict]], output: str, title: str = ""):
             ax.set_yscale("log")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def plot_results(rows: List[Dict], output: str, metrics: Tuple[str, ...], baseline: str):
+    """
+    One bar chart per metric, a bar per method, the baseline row (random initialisation) drawn
+    as a dashed horizontal line instead of a bar.
+
+    Args:
+        rows (list[dict]): the main job's table rows (``"method"`` and the metric columns).
+        output (str): the image file to write.
+        metrics (tuple[str]): the columns to draw (numbers; rows without one are skipped).
+        baseline (str): the ``"method"`` of the baseline row.
+
+    Returns:
+        matplotlib.figure.Figure: the figure (closed); each axis holds the bars of the methods
+        (labelled by method) and, when the baseline has the metric, its dashed line.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        points = [(r["method"], float(r[metric])) for r in rows
+                  if r["method"] != baseline and r.get(metric) not in (None, "")]  # fmt: skip
+        ax.bar(range(len(points)), [v for _, v in points], color="tab:blue")
+        ax.set_xticks(range(len(points)), [m for m, _ in points], rotation=30, ha="right")
+        base = [float(r[metric]) for r in rows if r["method"] == baseline and r.get(metric) != ""]
+        if base:
+            ax.axhline(base[0], linestyle="--", color="black", label=baseline)
+            ax.legend(fontsize="small")
+        ax.set_title(metric)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     fig.savefig(output, dpi=100)
