@@ -26,6 +26,15 @@ PANELS = OrderedDict(
 )
 
 
+def _save(fig, output):
+    """Lay out, write (creating the folder) and close a figure; return it."""
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return fig
+
+
 def read_metrics(path: str) -> List[Dict]:
     """
     Args:
@@ -117,11 +126,7 @@ def plot_curves(runs: Dict[str, List[Dict]], output: str, title: str = ""):
             ax.set_yscale("log")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return fig
+    return _save(fig, output)
 
 
 def plot_results(rows: List[Dict], output: str, metrics: Tuple[str, ...], baseline: str):
@@ -150,8 +155,4 @@ def plot_results(rows: List[Dict], output: str, metrics: Tuple[str, ...], baseli
             ax.axhline(base[0], linestyle="--", color="black", label=baseline)
             ax.legend(fontsize="small")
         ax.set_title(metric)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return fig
+    return _save(fig, output)
