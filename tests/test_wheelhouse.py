@@ -25,6 +25,7 @@ TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools")
 MISSING_ON_TARGET = {
     "detpre", "detectron2", "fvcore", "iopath", "yacs", "pycocotools", "termcolor", "omegaconf",
     "hydra-core", "antlr4-python3-runtime", "selectivesearch", "submitit",
+    "msgpack",  # detpre reads LOCA's Flax checkpoints with it (tools/convert_pretrained.py)
 }  # fmt: skip
 # setuptools<81 (pkg_resources for detectron2.model_zoo) is shipped in case the target's is newer.
 EXPECTED_WHEELS = MISSING_ON_TARGET | {"setuptools"}
