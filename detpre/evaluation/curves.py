@@ -19,7 +19,7 @@ __all__ = ["PANELS", "panel_keys", "plot_curves", "plot_results", "read_metrics"
 PANELS = OrderedDict(
     [
         ("losses", lambda k: k == "total_loss" or k.startswith("loss_")),
-        ("pretext accuracy", lambda k: k.startswith("[metric]")),
+        ("pretext accuracy", lambda k: k.startswith("[metric]") and "acc" in k),
         ("learning rate", lambda k: k == "lr"),
         ("momentum", lambda k: k == "momentum"),
     ]
