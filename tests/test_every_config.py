@@ -28,8 +28,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_configs_are_found():
-    # 3 folders of configs; the count guards against a glob that silently finds nothing.
-    assert {c.split(os.sep)[0] for c in CONFIGS} == {"finetune", "pretrain", "selftrain"}
+    # 4 folders of configs; the count guards against a glob that silently finds nothing.
+    assert {c.split(os.sep)[0] for c in CONFIGS} == {"finetune", "pretrain", "selftrain", "semseg"}
     assert len(CONFIGS) >= 60
 
 

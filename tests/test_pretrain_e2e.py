@@ -2,8 +2,9 @@
 One pretraining step of every CPU pretraining config, end to end, in the style of Detectron2's
 tests/modeling/test_model_e2e.py: the method's own pretext mapper on a real batch of the config's
 training data, its model, one optimizer step and momentum update, the fine-tuning checkpoint
-exported and loaded into the detector the config fine-tunes into. A new method's
-``configs/pretrain/*_cpu_*.yaml`` joins the harness by its file name.
+exported and loaded into the detector the config fine-tunes into, and into the segmentors of
+``configs/semseg`` for its trunk (ResNet: FCN R50-D8 and Semantic FPN; ViT: the linear decoder).
+A new method's ``configs/pretrain/*_cpu_*.yaml`` joins the harness by its file name.
 """
 
 import glob
@@ -40,6 +41,14 @@ FINETUNE_BY_BACKBONE = {
         ("build_vitdet_backbone", "mask_rcnn_ViTDet_tiny_cpu_coco_tiny.yaml"),
         ("build_retinanet_resnet_fpn_backbone", "retinanet_R50_FPN_1x_coco_aligndet.yaml"),
     )
+}
+# The segmentors of configs/semseg a trunk's export loads into.
+SEGMENTORS = {
+    "resnet": (
+        "configs/semseg/fcn_R50_D8_cpu_coco_sem_seg.yaml",
+        "configs/semseg/semantic_fpn_R50_FPN_cpu_coco_sem_seg.yaml",
+    ),
+    "vit": ("configs/semseg/linear_ViT_tiny_cpu_coco_sem_seg.yaml",),
 }
 # The predefined proposals sets (tools/prepare_proposals.py's outputs): name -> (images, preset).
 PROPOSAL_SETS = {f"{i}_proposals_{p}": (i, p) for i in PROPOSAL_IMAGE_SETS for p in PRESETS}
@@ -85,6 +94,60 @@ def _bias_replaced_by_norm(model, key):
     except AttributeError:
         return False
     return leaf == "bias" and conv.bias is None and getattr(conv, "norm", None) is not None
+
+
+def segmentor_name(key, model_keys):
+    """
+    The name an exported tensor has in a segmentor, by Detectron2's layouts: a ResNet is
+    ``backbone.bottom_up.*`` (R50-FPN), ``backbone.*`` + ``roi_heads.res5.*`` (R50-C4) or
+    ``backbone.*`` whole (the dilated ResNet); the FPN and the ViT keep their names; None for a
+    tensor the segmentor has no place for (RPN, box head, ...).
+    """
+    for prefix in ("backbone.bottom_up.", "backbone.", "roi_heads."):
+        rest = key[len(prefix) :] if key.startswith(prefix) else None
+        if rest is not None and rest.split(".")[0] in ("stem", "res2", "res3", "res4", "res5"):
+            if prefix == "roi_heads." and not rest.startswith("res5."):
+                return None
+            fpn = "backbone.bottom_up.stem.conv1.weight" in model_keys
+            return ("backbone.bottom_up." if fpn else "backbone.") + rest
+    return key if key.startswith(("backbone.fpn_", "backbone.net.")) and key in model_keys else None
+
+
+def check_loads_into_segmentors(cfg, path, exported, load_config):
+    """The export loads into every segmentor of its trunk: each tensor the segmentor has a place
+    for is loaded there with its value, the head is left as initialised, the report says so."""
+    trunk = "vit" if cfg.MODEL.BACKBONE.NAME == "build_vitdet_backbone" else "resnet"
+    for config in SEGMENTORS[trunk]:
+        seg_cfg = load_config(config, "MODEL.WEIGHTS", "")
+        seg = build_model(seg_cfg)
+        keys = set(seg.state_dict())
+        expected = {segmentor_name(k, keys): v for k, v in exported.items()}
+        expected.pop(None, None)
+        assert expected and set(expected) <= keys, sorted(set(expected) - keys)[:5]
+        assert any(
+            k.startswith("backbone.") and "stem" in k or "patch_embed" in k for k in expected
+        )
+        head_before = {k: v.clone() for k, v in seg.state_dict().items() if "sem_seg_head" in k}
+        checkpointer = DetpreCheckpointer(seg)
+        checkpointer.load(path)
+        state = seg.state_dict()
+        for k, v in expected.items():
+            assert torch.equal(state[k], v), (config, k)
+        assert all(torch.equal(state[k], v) for k, v in head_before.items())
+        rows = {r.group: r for r in checkpointer.last_load_report}
+        assert sum(r.loaded for r in rows.values()) == len(expected), config
+        assert sum(r.mismatched for r in rows.values()) == 0
+        assert rows["sem_seg_head"].loaded == 0 and rows["sem_seg_head"].missing == len(head_before)
+        # every ResNet / ViT tensor of the segmentor (its trunk) came from the export
+        trunk_keys = {
+            k
+            for k in keys
+            if k.startswith(
+                ("backbone.bottom_up.", "backbone.net.", "backbone.stem", "backbone.res")
+            )
+            and not k.endswith("num_batches_tracked")
+        }
+        assert trunk_keys <= set(expected), sorted(trunk_keys - set(expected))[:5]
 
 
 def finetune_config(cfg):
@@ -200,6 +263,7 @@ def test_one_step_then_export_loads_into_finetuning(name, load_config, proposal_
     shapes = {k: v.shape for k, v in d2.state_dict().items()}
     checkpointer = DetpreCheckpointer(d2)
     checkpointer.load(path)
+    check_loads_into_segmentors(cfg, path, exported, load_config)
     os.remove(path)
     # Every exported tensor is one of the detector's, with its shape, except the bias of a conv
     # pretrained without a norm that fine-tunes with one (AlignDet's FPN, as its release): the

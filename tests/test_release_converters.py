@@ -180,6 +180,29 @@ def test_slotcon_release(copy, tv_state, repo_root, tmp_path):
     assert report.prefix == prefix
 
 
+def test_slotcon_release_into_the_fcn_segmentor(tv_state, repo_root, tmp_path):
+    """SlotCon's teacher into its segmentation protocol (FCN R50-D8, a plain ``backbone.*``
+    ResNet): written with R50-FPN's names, moved to the segmentor's at load; every ResNet tensor
+    of the segmentor is the release's, the head is left as initialised."""
+    ckpt = rc.slotcon(tv_state, torch.Generator().manual_seed(5))
+    extra = ["--trust-pickle", "--copy", "teacher"]
+    _, state, written, rows = _run(
+        repo_root, tmp_path, ckpt, "configs/semseg/fcn_R50_D8_cpu_coco_sem_seg.yaml", *extra
+    )
+    prefix = "module.encoder_k."
+    expected = {"backbone." + rc.d2_resnet_name(k[len(prefix) :]): v
+                for k, v in ckpt["model"].items() if k.startswith(prefix) and "num_batches" not in k}  # fmt: skip
+    assert set(written) == {"backbone.bottom_up." + k[len("backbone.") :] for k in expected}
+    assert sum(r.unexpected for r in rows) == 0 and sum(r.mismatched for r in rows) == 0
+    assert sum(r.loaded for r in rows) == len(expected)
+    for k, v in expected.items():
+        assert torch.equal(state[k], v.float()), k
+    resnet = {k for k in state if k.startswith(("backbone.stem", "backbone.res"))}
+    assert {k for k in resnet if "num_batches" not in k} == set(expected)
+    head = {r.group: r for r in rows}["sem_seg_head"]
+    assert head.loaded == 0 and head.missing > 0
+
+
 def test_slotcon_round_trip_from_a_detpre_export(load_config, tmp_path):
     """detpre's SlotCon export -> the release's layout (teacher under module.encoder_k., the
     release converter's rule backwards) -> the converter: the same tensors."""

@@ -29,6 +29,7 @@ from detpre.checkpoint.release_formats import (
     load_release,
     target_of,
 )
+from detpre.checkpoint.reroot import resnet_layout
 from detpre.engine import get_detpre_cfg
 
 # The __author__ Detectron2 logs when it reads the .pkl.
@@ -80,6 +81,10 @@ def main(args):
         cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + args.opts)
         model = build_model(cfg)
         target = target_of(model.state_dict().keys())
+        if target is None and resnet_layout(model.state_dict().keys()) == "plain":
+            # A segmentor's plain ResNet (configs/semseg FCN): written with R50-FPN's names, which
+            # DetpreCheckpointer moves to the model's when it loads them.
+            target = "fpn"
         vit = {
             "cls_token": cfg.MODEL.VIT.PRETRAIN_USE_CLS_TOKEN,
             "grid": cfg.MODEL.VIT.PRETRAIN_IMG_SIZE // cfg.MODEL.VIT.PATCH_SIZE,

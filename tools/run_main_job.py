@@ -15,12 +15,16 @@ detpre's main job on the bundled data (what ``make demo`` runs):
    ``coco_tiny`` leaves every row at ~0 AP) from each, and from random initialisation, with the
    same schedule (InsLoc with its release's extra norm after fc1, AlignDet with its release's
    lr / weight-decay overlay), and evaluate on ``bccd_voc_test`` (Pascal VOC AP, AP50, AP75);
-4. print one table and write it to ``OUTPUT/results.md`` and ``results.csv``: per method its
+4. train Semantic FPN (the pretrained ResNet frozen, FPN and head trained) on the bundled
+   semantic set made from COCO's masks (``datasets/prepare_coco_sem_seg.py``: background + 12
+   supercategories; coco128 + coco_tiny train -> coco_tiny val) from each, and report mIoU;
+5. print one table and write it to ``OUTPUT/results.md`` and ``results.csv``: per method its
    pretext accuracy at the start and the end of pretraining beside chance, its pretext loss at
-   the start and the end, the readout and the APs; draw every method's pretraining curves
-   (losses, pretext accuracies, lr, momentum) into ``OUTPUT/curves.png`` and the AP50 and
-   readouts per method (random initialisation as a dashed line) into ``OUTPUT/results.png``;
-5. with ``--self-train``, run ``tools/self_train.py`` (teacher, pseudo-labels, student) on the
+   the start and the end, the readout, the APs and the mIoU; draw every method's pretraining
+   curves (losses, pretext accuracies, lr, momentum) into ``OUTPUT/curves.png`` and the AP50,
+   mIoU and readouts per method (random initialisation as a dashed line) into
+   ``OUTPUT/results.png``;
+6. with ``--self-train``, run ``tools/self_train.py`` (teacher, pseudo-labels, student) on the
    bundled data and print its teacher / student table (``OUTPUT/selftrain/results.md``).
 
 Every stage is the real command-line tool in a subprocess; a stage whose output exists is skipped
@@ -46,6 +50,8 @@ from detpre.methods import FINETUNE_CONFIG, METHODS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE_CONFIG = "configs/pretrain/Base-Pretrain-R50-FPN.yaml"
 SELF_TRAIN_CONFIG = "configs/selftrain/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml"
+# The segmentation column: every method's R50-FPN export, frozen ResNet, on the bundled COCO set.
+SEMSEG_CONFIG = "configs/semseg/semantic_fpn_R50_FPN_cpu_coco_sem_seg.yaml"
 # The reference row: fine-tuned from random initialisation; the methods come from the table.
 RANDOM = "random"
 # Every stage keeps its newest periodic checkpoint only (and model_final): enough to resume, and
@@ -105,6 +111,13 @@ def proposals(out_dir, preset):
         run(["tools/prepare_proposals.py", "--dataset", "coco_tiny_train", "--preset", preset])
 
 
+def sem_seg_labels(out_dir):
+    """The bundled semantic set's label PNGs under ``out_dir`` (``$DETPRE_SEM_SEG``, where the
+    segmentation configs' datasets read them)."""
+    os.environ["DETPRE_SEM_SEG"] = out_dir
+    run(["datasets/prepare_coco_sem_seg.py", "--output-root", out_dir])
+
+
 def finetune(weights, out_dir, opts, config=FINETUNE_CONFIG):
     results = os.path.join(out_dir, "results.csv")
     if not os.path.exists(results):
@@ -123,6 +136,7 @@ def main():
     parser.add_argument("--pretrain-opts", nargs="*", default=[], help="KEY VALUE overrides")
     parser.add_argument("--finetune-opts", nargs="*", default=[], help="KEY VALUE overrides")
     parser.add_argument("--probe-opts", nargs="*", default=[], help="probe options")
+    parser.add_argument("--semseg-opts", nargs="*", default=[], help="KEY VALUE overrides")
     parser.add_argument(
         "--self-train", action="store_true", help="also run the self-training pipeline"
     )
@@ -131,6 +145,7 @@ def main():
     out = os.path.abspath(args.output_dir)
 
     rows, curves = [], OrderedDict()
+    sem_seg_labels(os.path.join(out, "sem_seg"))
     # The control of every readout: a randomly initialised network probed the same way.
     control = probe("", os.path.join(out, RANDOM), args.probe_dataset, args.probe_opts)
     for name in args.methods:
@@ -158,6 +173,8 @@ def main():
         )
         for metric in ("AP", "AP50"):
             row[f"bbox {metric}"] = float(results["bbox"][metric])
+        seg = finetune(weights, os.path.join(out, name, "semseg"), args.semseg_opts, SEMSEG_CONFIG)
+        row["seg mIoU"] = float(seg["sem_seg"]["mIoU"])
         rows.append(row)
 
     table = format_markdown(rows)
@@ -168,7 +185,8 @@ def main():
         writer.writeheader()
         writer.writerows(rows)
     plot_results(
-        rows, os.path.join(out, "results.png"), ("bbox AP50", "readout % grid", "isolated"),
+        rows, os.path.join(out, "results.png"),
+        ("bbox AP50", "seg mIoU", "readout % grid", "isolated"),
         baseline=_label(RANDOM),
     )  # fmt: skip
     if panel_keys(curves):  # a run too short to log draws nothing
@@ -176,6 +194,7 @@ def main():
     chance = 100.0 * control["grid"]["chance"]
     print(
         f"\nFaster R-CNN R50-FPN, bccd_voc_trainval -> bccd_voc_test ({out}/results.md); "
+        f"Semantic FPN (frozen ResNet), coco sem seg train -> coco_tiny_sem_seg_val; "
         f"localization readout on {' + '.join(args.probe_dataset)}, chance {chance:.1f} %:\n{table}"
     )
     if args.self_train:

@@ -11,6 +11,7 @@ from fvcore.common.checkpoint import Checkpointer
 
 from .convert import convert_torchvision_resnet, infer_target, is_torchvision_resnet
 from .load_report import format_load_report, load_report
+from .reroot import reroot_resnet, resnet_layout
 
 __all__ = ["DetpreCheckpointer", "atomic_write"]
 
@@ -69,6 +70,10 @@ class DetpreCheckpointer(DetectionCheckpointer, _RecordCheckpointKeys):
       ``backbone.``, ... as self-supervised releases ship them) by converting them on the fly with
       :func:`~detpre.checkpoint.convert.convert_torchvision_resnet` to the model's exact names; the
       conversion report is kept in ``self.last_conversion_report``;
+    - moves a checkpoint's ResNet to where the model keeps it (:func:`reroot_resnet`: R50-FPN's
+      ``backbone.bottom_up``, R50-C4's ``backbone`` + ``roi_heads.res5``, a segmentor's plain
+      ``backbone``), so an export of either detector loads into the other and into the
+      segmentation models of ``configs/semseg``;
     - saves atomically (:func:`atomic_write`), and tags ``last_checkpoint`` only after the
       checkpoint is complete, so a job killed while saving resumes from the previous one.
     """
@@ -113,6 +118,11 @@ class DetpreCheckpointer(DetectionCheckpointer, _RecordCheckpointKeys):
             )
 
     def _load_model(self, checkpoint):
+        if not checkpoint.get("matching_heuristics", False):
+            target = resnet_layout(self.model.state_dict().keys())
+            checkpoint["model"], moved = reroot_resnet(checkpoint["model"], target)
+            if moved:
+                self.logger.info(moved)
         incompatible = super()._load_model(checkpoint)
         self.last_load_report = load_report(
             self.model.state_dict().keys(), self._checkpoint_keys, incompatible

@@ -28,8 +28,9 @@ __all__ = [
     "unwrap_state_dict",
 ]
 
-# None: MoCo's heuristic-matching names; "c4": R50-C4 (res5 in the ROI heads); "fpn": R50-FPN.
-TARGETS = (None, "c4", "fpn")
+# None: MoCo's heuristic-matching names; "c4": R50-C4 (res5 in the ROI heads); "fpn": R50-FPN;
+# "plain": a ResNet backbone alone (the dilated ResNet of configs/semseg).
+TARGETS = (None, "c4", "fpn", "plain")
 # Keys that hold the state dict inside a training checkpoint, in the order they are tried.
 _WRAPPERS = ("state_dict", "model")
 # A prefix naming one of these is a momentum / EMA copy; the online encoder is preferred over it.
@@ -209,13 +210,14 @@ def infer_target(model_keys) -> Optional[str]:
 
     Returns:
         str or None: "fpn" if the ResNet is ``backbone.bottom_up``, "c4" if it is split into
-        ``backbone`` (stem, res2-4) and ``roi_heads.res5``, None otherwise (heuristic matching).
+        ``backbone`` (stem, res2-4) and ``roi_heads.res5``, "plain" if it is ``backbone`` whole,
+        None otherwise (heuristic matching).
     """
     keys = set(model_keys)
     if "backbone.bottom_up.stem.conv1.weight" in keys:
         return "fpn"
-    if "backbone.stem.conv1.weight" in keys and "roi_heads.res5.0.conv1.weight" in keys:
-        return "c4"
+    if "backbone.stem.conv1.weight" in keys:
+        return "c4" if "roi_heads.res5.0.conv1.weight" in keys else "plain"
     return None
 
 
@@ -224,6 +226,8 @@ def _target_name(name: str, target: Optional[str]) -> str:
         return name
     if target == "fpn":
         return "backbone.bottom_up." + name
+    if target == "plain":
+        return "backbone." + name
     return ("roi_heads." if name.startswith("res5.") else "backbone.") + name
 
 
@@ -245,7 +249,7 @@ def convert_torchvision_resnet(
             "state_dict" / "model".
         target (str or None): None for MoCo's heuristic-matching names (``stem.conv1.weight``,
             ``res2.0.conv1.norm.weight``, ...); "c4" for ``backbone.stem/res2-4`` +
-            ``roi_heads.res5``; "fpn" for ``backbone.bottom_up.*``.
+            ``roi_heads.res5``; "fpn" for ``backbone.bottom_up.*``; "plain" for ``backbone.*``.
         prefix (str or None): the encoder's prefix, to override the detection (e.g.
             "module.encoder_k." for SlotCon's teacher).
 

@@ -20,6 +20,7 @@ GROUPS = (
     "roi_heads.box_head",
     "roi_heads.mask_head",
     "predictors",
+    "sem_seg_head",
     "other",
 )
 # (group, key prefixes), first match wins.
@@ -32,6 +33,7 @@ _GROUP_PREFIXES = (
     ("roi_heads.box_head", ("roi_heads.box_head.",)),
     ("predictors", ("roi_heads.box_predictor.", "roi_heads.mask_head.predictor.")),
     ("roi_heads.mask_head", ("roi_heads.mask_head.",)),
+    ("sem_seg_head", ("sem_seg_head.",)),
 )
 
 

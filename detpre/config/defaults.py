@@ -13,6 +13,7 @@ from .insloc_defaults import add_insloc_config
 from .loca_defaults import add_loca_config
 from .moco_defaults import add_moco_config
 from .selftrain_defaults import add_selftrain_config
+from .semseg_defaults import add_semseg_config
 from .slotcon_defaults import add_slotcon_config
 from .ssl_defaults import add_pixel_aug_config, add_ssl_config
 from .strong_aug_defaults import add_strong_aug_config
@@ -32,6 +33,9 @@ def add_dataset_config(cfg):
     _C.DATASETS.REGISTER_VOC = []
     # Plain image folders, unlabeled: ((name, folder), ...); images are found recursively.
     _C.DATASETS.REGISTER_IMAGE_FOLDER = []
+    # Semantic-segmentation folders: ((name, image_root, label_root, "cls0,cls1,..."), ...):
+    # <stem>.jpg images and <stem>.png label maps (value i = class i, 255 ignored), paired by stem.
+    _C.DATASETS.REGISTER_SEM_SEG = []
 
 
 def add_finetune_config(cfg):
@@ -124,5 +128,6 @@ def add_detpre_config(cfg):
     add_loca_config(cfg)
     add_strong_aug_config(cfg)
     add_selftrain_config(cfg)
+    add_semseg_config(cfg)
     for old, new in RENAMED_KEYS.items():
         cfg.register_renamed_key(old, new)

@@ -9,6 +9,8 @@ from collections import OrderedDict
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from .sem_seg import format_sem_seg_per_class
+
 logger = logging.getLogger(__name__)
 
 
@@ -64,6 +66,16 @@ def format_markdown(rows, columns=None):
     return "\n".join(lines) + "\n"
 
 
+def _sem_seg_tables(rows):
+    # Semantic segmentation: after the summary, each dataset's per-class IoU / ACC table.
+    tables = ""
+    for row in rows:
+        if row["task"] == "sem_seg":
+            tables += f"\nPer-class results of {row['dataset']} (sem_seg):\n\n"
+            tables += format_sem_seg_per_class(row)
+    return tables
+
+
 def write_results_table(results, dataset_names, output_dir, basename="results"):
     """
     Write ``{basename}.md`` and ``{basename}.csv`` into ``output_dir``.
@@ -75,12 +87,14 @@ def write_results_table(results, dataset_names, output_dir, basename="results"):
         basename (str): file name without extension.
 
     Returns:
-        str: the markdown table.
+        str: the markdown: the summary table (one row per dataset and task, without per-class
+        columns), then for each "sem_seg" row its per-class ``class | IoU | ACC`` table. The CSV
+        keeps every column.
     """
     rows = flatten_results(results, dataset_names)
     columns = _columns(rows)
     # The markdown table keeps the summary metrics; per-category APs ("AP-person") go to the CSV.
-    table = format_markdown(rows, [c for c in columns if "-" not in c])
+    table = format_markdown(rows, [c for c in columns if "-" not in c]) + _sem_seg_tables(rows)
     PathManager.mkdirs(output_dir)
     with PathManager.open(os.path.join(output_dir, basename + ".md"), "w") as f:
         f.write(table)

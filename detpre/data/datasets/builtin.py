@@ -13,6 +13,7 @@ from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
 from .image_folder import register_image_folder
 from .proposal_sets import register_all_proposal_sets
+from .sem_seg import register_all_sem_seg
 from .voc import register_voc
 
 __all__ = ["BCCD_CLASSES", "register_all_detpre"]
@@ -60,6 +61,7 @@ def register_all_detpre(root):
     for name, folder in _PREDEFINED_IMAGE_FOLDERS.items():
         register_image_folder(name, os.path.join(root, folder))
     register_all_proposal_sets(root)
+    register_all_sem_seg(root)
 
 
 _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))

@@ -1,6 +1,7 @@
 """
 Datasets a user registers from the config (``DATASETS.REGISTER_COCO``, ``DATASETS.REGISTER_VOC``,
-``DATASETS.REGISTER_IMAGE_FOLDER``), hence from the command line, without writing Python:
+``DATASETS.REGISTER_IMAGE_FOLDER``, ``DATASETS.REGISTER_SEM_SEG``), hence from the command line,
+without writing Python:
 
     tools/train_net.py ... DATASETS.REGISTER_COCO "[('my_train', 'my/ann.json', 'my/images')]" \
         DATASETS.TRAIN "('my_train',)"
@@ -14,13 +15,14 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
 from .image_folder import register_image_folder
+from .sem_seg import register_sem_seg
 from .voc import register_voc, voc_class_names
 
 __all__ = ["register_from_config", "resolve_dataset_path"]
 
 logger = logging.getLogger(__name__)
 
-_PATH_KEYS = ("json_file", "image_root", "dirname")
+_PATH_KEYS = ("json_file", "image_root", "dirname", "sem_seg_root")
 # Year of a VOC folder when its path does not say (VOC2007 -> 2007): the area-based AP of
 # VOC2010+, not the 11-point VOC07 metric.
 _DEFAULT_VOC_YEAR = 2012
@@ -106,11 +108,38 @@ def _register_image_folder(key, name, folder):
     register_image_folder(name, folder)
 
 
+def _split_names(names):
+    if isinstance(names, str):
+        return [c.strip() for c in names.split(",") if c.strip()]
+    return list(names)
+
+
+def _register_sem_seg(key, name, image_root, gt_root, class_names):
+    image_root, gt_root = resolve_dataset_path(image_root), resolve_dataset_path(gt_root)
+    class_names = _split_names(class_names)
+    spec = {
+        "evaluator_type": "sem_seg",
+        "image_root": image_root,
+        "sem_seg_root": gt_root,
+        "stuff_classes": class_names,
+    }
+    if _already_registered(key, name, spec):
+        return
+    _require(image_root, "image folder", key, name, isdir=True)
+    _require(gt_root, "label folder", key, name, isdir=True)
+    register_sem_seg(name, image_root, gt_root, class_names)
+
+
 # config key -> (registration function, accepted entry lengths, the entry's documented form)
 _REGISTRARS = {
     "REGISTER_COCO": (_register_coco, (3,), "(name, json_file, image_root)"),
     "REGISTER_VOC": (_register_voc, (3, 4), "(name, dirname, split[, 'cls1,cls2,...'])"),
     "REGISTER_IMAGE_FOLDER": (_register_image_folder, (2,), "(name, folder)"),
+    "REGISTER_SEM_SEG": (
+        _register_sem_seg,
+        (4,),
+        "(name, image_root, label_root, 'cls0,cls1,...')",
+    ),
 }
 
 
@@ -118,7 +147,7 @@ def _valid_entry(entry, lengths):
     if not isinstance(entry, (list, tuple)) or len(entry) not in lengths:
         return False
     *fields, last = entry
-    # The optional VOC class names may be one "a,b,c" string or a list of strings.
+    # The class names (VOC's optional ones, sem seg's) may be one "a,b,c" string or a list.
     if len(entry) == 4 and isinstance(last, (list, tuple)):
         fields += list(last)
     else:
@@ -128,8 +157,9 @@ def _valid_entry(entry, lengths):
 
 def register_from_config(cfg):
     """
-    Register the datasets listed in ``DATASETS.REGISTER_COCO``, ``DATASETS.REGISTER_VOC`` and
-    ``DATASETS.REGISTER_IMAGE_FOLDER`` (formats in ``detpre/config/defaults.py`` and
+    Register the datasets listed in ``DATASETS.REGISTER_COCO``, ``DATASETS.REGISTER_VOC``,
+    ``DATASETS.REGISTER_IMAGE_FOLDER`` and ``DATASETS.REGISTER_SEM_SEG`` (formats in
+    ``detpre/config/defaults.py`` and
     ``datasets/README.md``). Relative paths are taken under ``$DETECTRON2_DATASETS``. A VOC entry
     without class names gets the sorted class names found in its ``Annotations/``.
 

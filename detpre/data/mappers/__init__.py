@@ -10,6 +10,7 @@ from .finetune import RobustDatasetMapper
 from .insloc import InsLocCompositionMapper
 from .loca import LocaViewsMapper
 from .moco import TwoCropsMapper
+from .sem_seg import SemSegDatasetMapper
 from .slotcon import SlotConViewsMapper
 from .two_views import TwoViewsMapper
 
@@ -19,6 +20,7 @@ __all__ = [
     "LocaViewsMapper",
     "PretextMapper",
     "RobustDatasetMapper",
+    "SemSegDatasetMapper",
     "SlotConViewsMapper",
     "TwoCropsMapper",
     "TwoViewsMapper",
