@@ -15,6 +15,7 @@ from detpre.data.mappers.sem_seg import SemSegDatasetMapper
 from detpre.data.sem_seg_io import SemSegLabelError
 from detpre.data.transforms import sem_seg_aug
 from detpre.data.transforms.sem_seg_aug import (
+    CategoryAreaRandomCrop,
     PhotoMetricDistortion,
     RandomRatioResize,
     build_sem_seg_augmentation,
@@ -247,7 +248,7 @@ def test_augmentation_order(load_config):
     train = build_sem_seg_augmentation(cfg, is_train=True)
     assert [type(a) for a in train] == [
         RandomRatioResize,
-        T.RandomCrop_CategoryAreaConstraint,
+        CategoryAreaRandomCrop,
         T.RandomFlip,
         PhotoMetricDistortion,
     ]

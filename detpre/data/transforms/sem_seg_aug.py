@@ -8,7 +8,12 @@ import numpy as np
 from detectron2.data import transforms as T
 from PIL import Image
 
-__all__ = ["PhotoMetricDistortion", "RandomRatioResize", "build_sem_seg_augmentation"]
+__all__ = [
+    "CategoryAreaRandomCrop",
+    "PhotoMetricDistortion",
+    "RandomRatioResize",
+    "build_sem_seg_augmentation",
+]
 
 
 class RandomRatioResize(T.Augmentation):
@@ -36,11 +41,41 @@ class RandomRatioResize(T.Augmentation):
     def get_transform(self, image):
         h, w = image.shape[:2]
         r = np.random.uniform(*self.ratio_range)
-        # mmseg's random_sample_ratio truncates the scaled sizes to integers.
-        new_h, new_w = T.ResizeShortestEdge.get_output_shape(
-            h, w, int(self.short * r), int(self.long * r)
-        )
+        # mmseg's random_sample_ratio truncates the scaled sizes; mmcv's rescale_size then takes
+        # the one factor that fits both bounds and rounds each side (in this order of float
+        # operations, so that .5 ties fall as mmcv's).
+        short, long = int(self.short * r), int(self.long * r)
+        factor = min(long / max(h, w), short / min(h, w))
+        new_w, new_h = int(w * float(factor) + 0.5), int(h * float(factor) + 0.5)
         return T.ResizeTransform(h, w, new_h, new_w, self.interp)
+
+
+class CategoryAreaRandomCrop(T.RandomCrop_CategoryAreaConstraint):
+    """
+    mmseg's ``RandomCrop(crop_size, cat_max_ratio)`` on Detectron2's category-area crop: up to 10
+    crop boxes are drawn (y offset, then x) until no class covers ``single_category_max_area`` of
+    the box's labelled pixels; when all 10 fail, mmseg takes an 11th box unchecked, where
+    Detectron2 keeps the 10th.
+    """
+
+    def get_transform(self, image, sem_seg):
+        if self.crop_aug.crop_type != "absolute" or self.single_category_max_area >= 1.0:
+            return super().get_transform(image, sem_seg)
+        h, w = sem_seg.shape
+        crop_h, crop_w = self.crop_aug.get_crop_size((h, w))
+
+        def draw():
+            return np.random.randint(h - crop_h + 1), np.random.randint(w - crop_w + 1)
+
+        y0, x0 = draw()
+        for _ in range(10):
+            labels, cnt = np.unique(sem_seg[y0 : y0 + crop_h, x0 : x0 + crop_w], return_counts=True)
+            if self.ignored_category is not None:
+                cnt = cnt[labels != self.ignored_category]
+            if len(cnt) > 1 and np.max(cnt) / np.sum(cnt) < self.single_category_max_area:
+                break
+            y0, x0 = draw()
+        return T.CropTransform(x0, y0, crop_w, crop_h)
 
 
 def photometric_distortion(image, params):
@@ -127,8 +162,8 @@ class PhotoMetricDistortion(T.Augmentation):
 def build_sem_seg_augmentation(cfg, is_train):
     """
     Training: :class:`RandomRatioResize` (``SEMSEG.TRAIN_SCALE``, ``SEMSEG.RESIZE_RATIO_RANGE``),
-    Detectron2's ``RandomCrop_CategoryAreaConstraint`` (``INPUT.CROP``, with
-    ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA`` as mmseg's ``cat_max_ratio``), a horizontal flip and,
+    :class:`CategoryAreaRandomCrop` (``INPUT.CROP``, with ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA`` as
+    mmseg's ``cat_max_ratio``), a horizontal flip and,
     with ``SEMSEG.PHOTOMETRIC_DISTORTION``, :class:`PhotoMetricDistortion`, in mmseg's order.
     Inference: the short side to ``INPUT.MIN_SIZE_TEST``, the long one at most
     ``INPUT.MAX_SIZE_TEST`` (mmseg's keep-ratio test resize).
@@ -146,7 +181,7 @@ def build_sem_seg_augmentation(cfg, is_train):
     augs = [RandomRatioResize(short, long, tuple(cfg.SEMSEG.RESIZE_RATIO_RANGE))]
     if cfg.INPUT.CROP.ENABLED:
         augs.append(
-            T.RandomCrop_CategoryAreaConstraint(
+            CategoryAreaRandomCrop(
                 cfg.INPUT.CROP.TYPE,
                 cfg.INPUT.CROP.SIZE,
                 cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
