@@ -91,15 +91,22 @@ def test_photometric_distortion_is_mmsegs_on_rgb(params, expected):
     np.testing.assert_array_equal(out[:, :, ::-1], np.array(expected, dtype=np.uint8))
 
 
-def test_photometric_distortion_class_maps_its_draws_like_mmseg(monkeypatch):
-    # The first figure's draws, in detpre's drawing order (brightness coin and delta, mode,
-    # contrast coin and factor, saturation coin and factor, hue coin and delta).
-    draws = iter([1, 20.5, 1, 1, 1.3, 1, 0.6, 1, 7])
+# The draws mmseg's PhotoMetricDistortion made for each figure, in its order (brightness coin and
+# delta, mode, [mode 1: contrast coin and factor], saturation coin and factor, hue coin and delta,
+# [mode 0: contrast coin and factor]).
+PHOTOMETRIC_DRAWS = [[1, 20.5, 1, 1, 1.3, 1, 0.6, 1, 7], [1, -12.25, 0, 1, 1.4, 1, -15, 1, 0.7]]
+
+
+@pytest.mark.parametrize("index", range(len(PHOTOMETRIC_FIGURES)))
+def test_photometric_distortion_class_maps_its_draws_like_mmseg(monkeypatch, index):
+    draws = iter(PHOTOMETRIC_DRAWS[index])
     monkeypatch.setattr(sem_seg_aug.np.random, "randint", lambda *a: next(draws))
     monkeypatch.setattr(sem_seg_aug.np.random, "uniform", lambda *a: next(draws))
     rgb = np.ascontiguousarray(SYNTHETIC_BGR[:, :, ::-1])
     out = PhotoMetricDistortion(image_format="RGB").get_transform(rgb).apply_image(rgb.copy())
-    np.testing.assert_array_equal(out[:, :, ::-1], np.array(PHOTOMETRIC_FIGURES[0][1], np.uint8))
+    expected = np.array(PHOTOMETRIC_FIGURES[index][1], np.uint8)
+    np.testing.assert_array_equal(out[:, :, ::-1], expected)
+    assert next(draws, None) is None  # every draw used, none more
 
 
 # ------------------------------------------------------------------------------------------------

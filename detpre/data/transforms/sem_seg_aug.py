@@ -139,23 +139,30 @@ class PhotoMetricDistortion(T.Augmentation):
         self._init(locals())
 
     def get_transform(self, image):
-        coin = lambda: np.random.randint(2) == 1  # noqa: E731
-        params = {
-            "brightness": (
-                np.random.uniform(-self.brightness_delta, self.brightness_delta) if coin() else None
-            ),
-            "contrast_first": coin(),
-        }
-        contrast = np.random.uniform(*self.contrast_range) if coin() else None
-        params["saturation"] = np.random.uniform(*self.saturation_range) if coin() else None
-        params["hue"] = np.random.randint(-self.hue_delta, self.hue_delta) if coin() else None
-        params["contrast"] = contrast
-        params["bgr"] = self.image_format == "BGR"
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(
                 f"PhotoMetricDistortion takes (H, W, 3) uint8 images, got {image.dtype} "
                 f"{image.shape}"
             )
+
+        def coin():
+            return np.random.randint(2) == 1
+
+        def maybe(draw):
+            return draw() if coin() else None
+
+        # mmseg's order of draws: brightness, the contrast mode, contrast (mode 1), saturation,
+        # hue, contrast (mode 0); the same seed gives mmseg's parameters.
+        params = {"bgr": self.image_format == "BGR", "contrast": None}
+        delta = self.brightness_delta
+        params["brightness"] = maybe(lambda: np.random.uniform(-delta, delta))
+        params["contrast_first"] = coin()
+        if params["contrast_first"]:
+            params["contrast"] = maybe(lambda: np.random.uniform(*self.contrast_range))
+        params["saturation"] = maybe(lambda: np.random.uniform(*self.saturation_range))
+        params["hue"] = maybe(lambda: np.random.randint(-self.hue_delta, self.hue_delta))
+        if not params["contrast_first"]:
+            params["contrast"] = maybe(lambda: np.random.uniform(*self.contrast_range))
         return T.ColorTransform(lambda img: photometric_distortion(img, params))
 
 
