@@ -49,10 +49,11 @@ def four_images(tmp_path_factory, repo_root, datasets_root):
     return {"register": ["DATASETS.REGISTER_SEM_SEG", register], "gts": gts, "stems": stems}
 
 
-def run_train_net(repo_root, config, out_dir, data, *opts, eval_only=False):
+def run_train_net(repo_root, config, out_dir, data, *opts, eval_only=False, num_gpus=1):
     cmd = [sys.executable, os.path.join(repo_root, "tools", "train_net.py")]
     cmd += ["--config-file", os.path.join(repo_root, "configs", "semseg", config)]
     cmd += ["--eval-only"] if eval_only else []
+    cmd += ["--num-gpus", str(num_gpus)] if num_gpus > 1 else []
     cmd += FAST + data["register"] + ["OUTPUT_DIR", str(out_dir), *opts]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
@@ -130,3 +131,18 @@ def test_eval_only_reproduces_the_final_evaluation(repo_root, four_images, tmp_p
     assert float(evaluated["mIoU"]) == pytest.approx(float(trained["mIoU"]), abs=1e-9)
     # The load table of a full segmentor checkpoint: the head is loaded too.
     assert "sem_seg_head" in log
+
+
+def test_two_processes_gather_every_image(repo_root, four_images, tmp_path):
+    """``--num-gpus 2`` on a CPU (2 gloo processes): each evaluates half of the images, and the
+    gathered confusion matrices give the mIoU of all of them."""
+    config = "fcn_R50_D8_cpu_coco_sem_seg.yaml"
+    log = run_train_net(repo_root, config, tmp_path, four_images, num_gpus=2)
+    assert "World size: 2" in log
+    row = read_results(tmp_path)["sem_seg"]
+    predictions = tmp_path / "inference" / NAME / "sem_seg_predictions.json"
+    with open(predictions) as f:
+        files = {p["file_name"] for p in json.load(f)}
+    assert len(files) == NUM_IMAGES
+    miou, _, _ = independent_scores(predictions, four_images["gts"], len(COCO_SEM_SEG_CLASSES))
+    assert float(row["mIoU"]) == pytest.approx(miou, abs=1e-6)
