@@ -228,7 +228,7 @@ def test_predefined_names(val_labels, datasets_root, tmp_path):
     d2 = tmp_path / "datasets"
     d2.mkdir()
     os.symlink(os.path.join(datasets_root, "coco_tiny"), d2 / "coco_tiny")
-    voc = d2 / "VOCdevkit" / "VOC2012"
+    voc = d2 / "VOC2012"
     _write_voc(voc, train=["2007_000032", "2007_000039"], aug=["2008_000002"], val=["2007_000033"])
     # Before: the names registered on import read $DETECTRON2_DATASETS and ./sem_seg.
     meta = MetadataCatalog.get("coco_tiny_sem_seg_val")

@@ -1,11 +1,15 @@
 #!/usr/bin/env python
 """
-Fine-tune and evaluate a Detectron2 detector (Faster / Mask R-CNN, R50-C4 / R50-FPN) from any
-checkpoint: a Detectron2 model, a detpre pretraining output, or a torchvision-style ResNet-50.
+Fine-tune and evaluate a Detectron2 detector (Faster / Mask R-CNN, R50-C4 / R50-FPN) or, with a
+``configs/semseg`` config, a semantic segmentor (FCN, Semantic FPN, Segmenter's linear decoder on a
+ViT; mIoU) from any checkpoint: a Detectron2 model, a detpre pretraining output, or a
+torchvision-style ResNet-50.
 
     python tools/train_net.py --config-file configs/finetune/mask_rcnn_R50_FPN_cpu_coco_tiny.yaml \
         MODEL.WEIGHTS output/pretrain/model_final_d2.pth OUTPUT_DIR output/finetune
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/finetune/model_final.pth
+    python tools/train_net.py --config-file configs/semseg/fcn_R50_D8_cpu_coco_sem_seg.yaml \
+        MODEL.WEIGHTS output/pretrain/slotcon_R50_FPN_cpu_imagenet_sample/model_final_d2.pth
     python tools/train_net.py --num-gpus 8 --config-file ...          # one machine
     python tools/train_net.py --num-gpus 8 --num-machines 2 --machine-rank 0 \
         --dist-url tcp://HOST:PORT --config-file ...                 # multi-node, run on each node

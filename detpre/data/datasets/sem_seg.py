@@ -8,8 +8,9 @@ Predefined names (the layouts are in ``datasets/README.md``):
   labels of 13 classes (background and COCO's 12 supercategories) under
   ``$DETPRE_SEM_SEG/<images>/`` (default ``./sem_seg``), written by
   ``datasets/prepare_coco_sem_seg.py``.
-- ``voc_2012_sem_seg_{train,train_aug,val}``: Pascal VOC 2012 in mmsegmentation's layout under
-  ``$DETECTRON2_DATASETS/VOCdevkit/VOC2012``; ``train_aug`` is ``train.txt`` with
+- ``voc_2012_sem_seg_{train,train_aug,val}``: Pascal VOC 2012 under ``$DETECTRON2_DATASETS/VOC2012``
+  (the folder of Detectron2's ``voc_2012_*`` detection names, with mmsegmentation's
+  ``SegmentationClassAug`` and ``ImageSets/Segmentation/aug.txt`` added); ``train_aug`` is ``train.txt`` with
   ``SegmentationClass`` followed by ``aug.txt`` with ``SegmentationClassAug`` (10,582 images), as
   mmsegmentation's ``voc12aug`` config concatenates them.
 
@@ -92,7 +93,8 @@ _COCO_HINT = (
     "$DETPRE_SEM_SEG moves them)."
 )
 
-_VOC_ROOT = "VOCdevkit/VOC2012"
+# The folder of Detectron2's VOC 2012 detection names, holding the segmentation files too.
+_VOC_ROOT = "VOC2012"
 # name -> [(label folder, split file)] under _VOC_ROOT, concatenated in order.
 _VOC_SEM_SEG = {
     "voc_2012_sem_seg_train": [("SegmentationClass", "train")],
