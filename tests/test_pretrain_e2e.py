@@ -9,6 +9,7 @@ A new method's ``configs/pretrain/*_cpu_*.yaml`` joins the harness by its file n
 
 import glob
 import os
+import re
 import uuid
 
 import pytest
@@ -105,7 +106,8 @@ def segmentor_name(key, model_keys):
     """
     for prefix in ("backbone.bottom_up.", "backbone.", "roi_heads."):
         rest = key[len(prefix) :] if key.startswith(prefix) else None
-        if rest is not None and rest.split(".")[0] in ("stem", "res2", "res3", "res4", "res5"):
+        # stem.* and resN.<block>.* only: a C4 head's extra norm (roi_heads.res5.norm) is a head's
+        if rest is not None and re.match(r"^(stem\.|res[2-5]\.\d+\.)", rest):
             if prefix == "roi_heads." and not rest.startswith("res5."):
                 return None
             fpn = "backbone.bottom_up.stem.conv1.weight" in model_keys
